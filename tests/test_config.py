@@ -1,0 +1,87 @@
+import copy
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from trajbench import config as tb_config
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+
+
+def load(root, name):
+    """A config as Snakemake builds it: config.yaml, a --configfile merged over it key by key, then the schema."""
+    base = yaml.safe_load((root / "config/config.yaml").read_text())
+    if name != "config.yaml":
+        _merge(base, yaml.safe_load((root / "config" / name).read_text()))
+    validate(base, str(root / SCHEMA))
+    tb_config.normalize(base)
+    return base
+
+
+def _merge(base, extra):
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+def test_shipped_configs_are_valid(root, name):
+    cfg = load(root, name)
+    tb_config.check(cfg)
+    assert cfg["dataset"]["frames"] % 4 == 1
+
+
+def test_demo_models_do_not_inherit_hub_keys(root):
+    cfg = load(root, "demo.yaml")
+    assert cfg["models"]["magvit"] == {
+        "source": "local",
+        "standin": True,
+        "architecture": cfg["models"]["magvit"]["architecture"],
+        "inits": ["pretrained", "random"],
+    }
+
+
+def test_schema_fills_defaults(root):
+    cfg = {"models": {}}
+    validate(cfg, str(root / SCHEMA))
+    assert cfg["dataset"]["frames"] == 17
+    assert cfg["probe"]["folds"] == 5
+    assert cfg["runtime"]["device"] == "auto"
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("dataset", "frmes"), 17, "frmes"),  # unknown key (a typo)
+        (("dataset", "frames"), "17", "'17' is not of type 'integer'"),
+        (("dataset", "videos_per_class"), 0, "minimum"),
+        (("runtime", "device"), "tpu", "'tpu' is not one of"),
+    ],
+)
+def test_schema_errors_name_the_problem(root, path, value, message):
+    cfg = load(root, "config.yaml")
+    cfg[path[0]][path[1]] = value
+    with pytest.raises(Exception, match=message):
+        validate(cfg, str(root / SCHEMA))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["dataset"].update(frames=16), r"dataset.frames=16 .* 1 \+ 4·k frames"),
+        (lambda c: c["dataset"].update(size=100), r"dataset.size=100 must be a multiple of MagVit's spatial"),
+        (lambda c: c["dataset"].update(object_radius=[5, 2]), "dataset.object_radius must be"),
+        (lambda c: c["dataset"].update(shards=10_000), r"dataset.shards \(10000\) exceeds"),
+        (lambda c: c["probe"].update(folds=100), "probe.folds=100 exceeds dataset.videos_per_class"),
+        (lambda c: c["models"]["pixels"].update(source="hub"), "models.pixels.source must be 'none'"),
+        (lambda c: c["models"]["clip"].pop("allow_patterns"), "models.clip: source 'hub' needs exactly one"),
+    ],
+)
+def test_semantic_errors_name_the_key(root, change, message):
+    cfg = copy.deepcopy(load(root, "config.yaml"))
+    change(cfg)
+    with pytest.raises(tb_config.ConfigError, match=message):
+        tb_config.check(cfg)

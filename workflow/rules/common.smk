@@ -1,0 +1,126 @@
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+# Scripts import the library from this checkout, whether or not (or whichever version) it is pip-installed, so
+# the code that runs is the code hashed into each rule's params below. Jobs inherit the variable, also in conda
+# environments and on cluster nodes (where the Snakefile runs again); it is set here, never required from the user.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        [SRC, *filter(None, os.getenv("PYTHONPATH", "").split(os.pathsep))]
+    )
+)
+
+from trajbench import config as tb_config  # noqa: E402
+
+try:
+    tb_config.normalize(config)
+    tb_config.check(config)
+except tb_config.ConfigError as err:
+    raise ValueError(f"invalid config: {err}") from None
+
+
+MODELS = list(config["models"])
+WEIGHT_MODELS = [m for m in MODELS if config["models"][m]["source"] != "none"]
+SHARDS = list(range(config["dataset"]["shards"]))
+STANDIN = any(config["models"][m].get("standin") for m in MODELS)
+VIDEOS = "results/data/videos.npy"
+LABELS = "results/data/labels.csv"
+ENV_JSON = "results/env/environment.json"
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    init="pretrained|random|none",
+    shard=r"\d+",
+
+
+def inits(model):
+    """pretrained/random for models with weights; the baselines have a single init, "none"."""
+    if config["models"][model]["source"] == "none":
+        return ["none"]
+    return config["models"][model].get("inits", ["pretrained", "random"])
+
+
+def model_inits():
+    return [(m, i) for m in MODELS for i in inits(m)]
+
+
+def code_version(*modules):
+    """Hash of the library modules that a job runs, passed as a param so that editing them reruns its jobs."""
+    digest = hashlib.sha256()
+    for module in ("__init__", "io", "logs") + modules:
+        digest.update((Path(SRC) / "trajbench" / f"{module}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def standin_path(model):
+    folder = f"resources/standins/{model}"
+    return f"{folder}/standin.ckpt" if model == "magvit" else folder
+
+
+def weights_input(wildcards):
+    """What download_weights reads locally: a stand-in written by the workflow, a user's file, or nothing (hub)."""
+    cfg = config["models"][wildcards.model]
+    if cfg.get("standin"):
+        return f"resources/standins/{wildcards.model}"
+    if cfg["source"] == "local":
+        return cfg["path"]
+    return []
+
+
+def manifest(model):
+    return f"resources/weights/{model}/manifest.json"
+
+
+def uses_gpu():
+    return 0 if config["runtime"]["device"] == "cpu" else 1
+
+
+def final_outputs():
+    return [
+        "results/summary.md",
+        "results/env/environment.md",
+        "results/data/preview.png",
+    ]
+
+
+def shard_mb():
+    """Memory of one shard's videos in MB (uint8), for honest resource requests."""
+    ds = config["dataset"]
+    videos = len(ds["classes"]) * ds["videos_per_class"] / ds["shards"]
+    return int(videos * ds["frames"] * ds["size"] ** 2 * 3 / 1e6) + 1
+
+
+def dataset_mb():
+    return shard_mb() * config["dataset"]["shards"]
+
+
+def magvit_minutes():
+    """Runtime request for tokenize: ~10.7 TFLOP per 17x128x128 clip at a pessimistic 20 TFLOP/s, plus load."""
+    ds = config["dataset"]
+    clips = len(ds["classes"]) * ds["videos_per_class"]
+    scale = ds["frames"] / 17 * (ds["size"] / 128) ** 2
+    return int(20 + clips * scale * 10.7 / 20 / 60)
+
+
+def feature_inputs(wildcards):
+    """Videos and labels always; the weights manifest and environment for networks; tokens for MagVit."""
+    inputs = {"videos": VIDEOS, "table": LABELS}
+    if wildcards.model in ("videomae", "clip"):
+        inputs.update(env=ENV_JSON, manifest=manifest(wildcards.model))
+    if wildcards.model == "magvit":
+        inputs["tokens"] = f"results/magvit/{wildcards.init}/tokens.npy"
+    return inputs
+
+
+def feature_options(model):
+    options = dict(config["features"].get(model, {}))
+    if model == "magvit":
+        options["z_channels"] = (
+            config["models"]["magvit"].get("architecture", {}).get("z_channels", 18)
+        )
+    return options

@@ -1,0 +1,49 @@
+rule check_environment:
+    input:
+        rebuilt=(
+            "results/env/flash_attn_rebuild.json"
+            if config["environment"]["rebuild_flash_attn"]
+            else []
+        ),
+    output:
+        json=ENV_JSON,
+        md=report(
+            "results/env/environment.md",
+            caption="../report/environment.rst",
+            category="0. Environment",
+        ),
+    log:
+        "logs/check_environment.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=uses_gpu(),
+        mem_mb=4000,
+        runtime=15,
+    params:
+        runtime=config["runtime"],
+        environment=config["environment"],
+        code=code_version("environment"),
+    script:
+        "../scripts/check_environment.py"
+
+
+# Opt-in (environment.rebuild_flash_attn): rebuilds flash-attn against the installed torch. Never runs otherwise.
+rule rebuild_flash_attn:
+    output:
+        json="results/env/flash_attn_rebuild.json",
+        log="results/env/flash_attn_build.log",
+    log:
+        "logs/rebuild_flash_attn.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=120,
+    params:
+        environment=config["environment"],
+    script:
+        "../scripts/rebuild_flash_attn.py"

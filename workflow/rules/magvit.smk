@@ -1,0 +1,96 @@
+rule tokenize:
+    input:
+        videos=VIDEOS,
+        table=LABELS,
+        env=ENV_JSON,
+        manifest=manifest("magvit"),
+    output:
+        tokens="results/magvit/{init}/tokens.npy",
+        reconstructions="results/magvit/{init}/reconstructions.npy",
+        meta="results/magvit/{init}/tokenize.json",
+    log:
+        "logs/tokenize/{init}.log",
+    benchmark:
+        "results/benchmarks/tokenize/{init}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=uses_gpu(),
+        mem_mb=lambda wc: 6000 + 3 * dataset_mb(),
+        runtime=lambda wc: magvit_minutes(),
+    params:
+        init=lambda wc: wc.init,
+        model_cfg=config["models"]["magvit"],
+        tokenize=config["tokenize"],
+        allow_slow_cpu=config["runtime"]["allow_slow_cpu"],
+        code=code_version("magvit", "tokenize", "weights", "environment"),
+    script:
+        "../scripts/tokenize.py"
+
+
+rule reconstruction_metrics:
+    input:
+        videos=VIDEOS,
+        table=LABELS,
+        tokens="results/magvit/{init}/tokens.npy",
+        reconstructions="results/magvit/{init}/reconstructions.npy",
+    output:
+        per_video="results/magvit/{init}/metrics.csv",
+        codebook="results/magvit/{init}/codebook.json",
+    log:
+        "logs/reconstruction_metrics/{init}.log",
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc: 1000 + 2 * dataset_mb(),
+        runtime=30,
+    params:
+        init=lambda wc: wc.init,
+        architecture=config["models"]["magvit"].get("architecture", {}),
+        code=code_version("metrics"),
+    script:
+        "../scripts/reconstruction_metrics.py"
+
+
+rule compare_reconstruction:
+    input:
+        videos=VIDEOS,
+        table=LABELS,
+        per_video=expand("results/magvit/{init}/metrics.csv", init=inits("magvit")),
+        codebook=expand("results/magvit/{init}/codebook.json", init=inits("magvit")),
+        reconstructions=expand(
+            "results/magvit/{init}/reconstructions.npy", init=inits("magvit")
+        ),
+    output:
+        table=report(
+            "results/comparisons/reconstruction.csv",
+            caption="../report/reconstruction_table.rst",
+            category="2. MagVit reconstruction",
+        ),
+        markdown="results/comparisons/reconstruction.md",
+        distributions=report(
+            "results/figures/reconstruction_distributions.png",
+            caption="../report/reconstruction_distributions.rst",
+            category="2. MagVit reconstruction",
+        ),
+        panel=report(
+            "results/figures/reconstruction_panel.png",
+            caption="../report/reconstruction_panel.rst",
+            category="2. MagVit reconstruction",
+        ),
+    log:
+        "logs/compare_reconstruction.log",
+    conda:
+        "../../envs/core.yaml"
+    resources:
+        mem_mb=lambda wc: 1000 + 3 * dataset_mb(),
+        runtime=15,
+    params:
+        inits=inits("magvit"),
+        standin=STANDIN,
+        panel_frames=config["report"]["panel_frames"],
+        code=code_version("compare", "figures"),
+    script:
+        "../scripts/compare_reconstruction.py"

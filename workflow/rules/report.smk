@@ -1,0 +1,74 @@
+rule compare:
+    input:
+        results=[f"results/probes/{m}/{i}.json" for m, i in model_inits()],
+        folds=[f"results/probes/{m}/{i}_folds.csv" for m, i in model_inits()],
+    output:
+        pretrained_vs_random=report(
+            "results/comparisons/pretrained_vs_random.csv",
+            caption="../report/pretrained_vs_random.rst",
+            category="3. Linear probes",
+        ),
+        pretrained_vs_random_md="results/comparisons/pretrained_vs_random.md",
+        models=report(
+            "results/comparisons/models.csv",
+            caption="../report/models.rst",
+            category="3. Linear probes",
+        ),
+        models_md="results/comparisons/models.md",
+        accuracy=report(
+            "results/figures/probe_accuracy.png",
+            caption="../report/probe_accuracy.rst",
+            category="3. Linear probes",
+        ),
+        paired=report(
+            "results/figures/pretrained_vs_random.png",
+            caption="../report/pretrained_vs_random_figure.rst",
+            category="3. Linear probes",
+        ),
+        confusion=report(
+            "results/figures/confusion_matrices.png",
+            caption="../report/confusion.rst",
+            category="3. Linear probes",
+        ),
+    log:
+        "logs/compare.log",
+    conda:
+        "../../envs/core.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        model_inits=model_inits(),
+        standin=STANDIN,
+        code=code_version("compare", "figures", "probe"),
+    script:
+        "../scripts/compare.py"
+
+
+rule summary:
+    input:
+        env=ENV_JSON,
+        table=LABELS,
+        manifests=[manifest(m) for m in WEIGHT_MODELS],
+        reconstruction="results/comparisons/reconstruction.md",
+        pretrained_vs_random="results/comparisons/pretrained_vs_random.md",
+        models="results/comparisons/models.md",
+    output:
+        report(
+            "results/summary.md",
+            caption="../report/summary.rst",
+            category="0. Summary",
+        ),
+    log:
+        "logs/summary.log",
+    conda:
+        "../../envs/core.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        config=config,
+        standin=STANDIN,
+        code=code_version("summary"),
+    script:
+        "../scripts/summary.py"

@@ -1,0 +1,41 @@
+rule make_standin_weights:
+    output:
+        directory("resources/standins/{model}"),
+    log:
+        "logs/make_standin_weights/{model}.log",
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        model=lambda wc: wc.model,
+        architecture=lambda wc: config["models"][wc.model].get("architecture", {}),
+        seed=config["dataset"]["seed"],
+        code=code_version("standins", "magvit"),
+    script:
+        "../scripts/make_standin_weights.py"
+
+
+# Runs where the network is (the submit host on clusters); cached across workflows by content.
+rule download_weights:
+    input:
+        weights_input,
+    output:
+        manifest("{model}"),
+    log:
+        "logs/download_weights/{model}.log",
+    cache: "omit-software"
+    localrule: True
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=120,
+    params:
+        model=lambda wc: wc.model,
+        model_cfg=lambda wc: config["models"][wc.model],
+        weights=config["weights"],
+        code=code_version("weights"),
+    script:
+        "../scripts/download_weights.py"
