@@ -16,7 +16,7 @@ rule check_environment:
         "logs/check_environment.log",
     conda:
         "../../envs/torch.yaml"
-    threads: 1
+    threads: 2
     resources:
         gpu=uses_gpu(),
         mem_mb=4000,
