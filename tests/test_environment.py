@@ -13,6 +13,7 @@ import logging
 import os
 import runpy
 import stat
+import subprocess
 import sys
 import textwrap
 import time
@@ -95,7 +96,8 @@ def _gpu_probes(real: dict, *, capability=(8, 0), memory_gb=80.0, free_gb=79.0, 
 
 
 def test_real_run_picks_cpu_float32_sdpa_and_reports_broken_flash(real):
-    assert real["choice"] == {"device": "cpu", "dtype": "float32", "attention": "sdpa"}
+    assert real["choice"] == {"device": "cpu", "dtype": "float32", "attention": "sdpa",
+                              "hidden_modules": ["flash_attn"]}
     probes = real["probes"]
     for name in ("python", "torch", "compiled_deps", "transformers"):
         assert probes[name]["ok"], probes[name]
@@ -127,7 +129,39 @@ def test_write_report_and_load_choice(real, tmp_path):
     assert sorted(p.name for p in (tmp_path / "env").iterdir()) == ["environment.json", "environment.md"]
     import torch
 
-    assert load_choice(tmp_path / "env" / "environment.json") == RuntimeChoice("cpu", torch.float32, "sdpa")
+    # load_choice hides the broken flash_attn in this process: this test must leave sys.modules as it found it.
+    before = sys.modules.get("flash_attn", "absent")
+    try:
+        choice = load_choice(tmp_path / "env" / "environment.json")
+        assert choice == RuntimeChoice("cpu", torch.float32, "sdpa", ("flash_attn",))
+        assert sys.modules["flash_attn"] is None
+    finally:
+        if before == "absent":
+            sys.modules.pop("flash_attn", None)
+        else:
+            sys.modules["flash_attn"] = before
+
+
+def test_model_stage_survives_a_broken_flash_attn_without_metadata(real, tmp_path):
+    """A source build without metadata is imported by transformers 5.x's availability check while importing any
+    model; the model stage hides it as the environment check says, and a transformers model still runs."""
+    broken = _write(tmp_path / "site", {"flash_attn/__init__.py": f"raise ImportError({UNDEFINED_SYMBOL!r})\n"})
+    write_report(real, tmp_path / "environment.json", tmp_path / "environment.md")
+    script = textwrap.dedent(f"""
+        from trajbench.environment import load_choice
+        choice = load_choice({str(tmp_path / "environment.json")!r})
+        import torch
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+        config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                  image_size=32, patch_size=8)
+        model = CLIPVisionModel(config).eval()
+        print(tuple(model(pixel_values=torch.zeros(1, 3, 32, 32)).last_hidden_state.shape))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=_env(broken), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "(1, 17, 32)"
+    assert "hidden from this job" in proc.stderr
 
 
 def test_load_choice_rejects_bad_files(tmp_path):
@@ -257,7 +291,8 @@ def test_classify(text, returncode, timed_out, expected):
 
 def test_gpu_auto_prefers_flash_attention_2_in_bfloat16(real):
     report = _rebuild(real, **_gpu_probes(real))
-    assert report["choice"] == {"device": "cuda", "dtype": "bfloat16", "attention": "flash_attention_2"}
+    assert report["choice"] == {"device": "cuda", "dtype": "bfloat16", "attention": "flash_attention_2",
+                                "hidden_modules": []}
     assert report["warnings"] == [] and report["gpus"][0]["name"] == "NVIDIA TEST"
     assert report["versions"]["torch_cuda_build"] == "12.4"
 
@@ -272,7 +307,8 @@ def test_gpu_without_native_bf16_uses_float16_and_warns_on_forced_bf16(real):
 def test_gpu_with_broken_flash_falls_back_to_sdpa(real):
     probes = _gpu_probes(real, flash_ok=False)  # keeps the real flash_attn_abi entry
     report = _rebuild(real, **probes)
-    assert report["choice"] == {"device": "cuda", "dtype": "bfloat16", "attention": "sdpa"}
+    assert report["choice"] == {"device": "cuda", "dtype": "bfloat16", "attention": "sdpa",
+                                "hidden_modules": ["flash_attn"]}
     assert "[flash_attn_abi]" in report["warnings"][0]
     with pytest.raises(EnvironmentCheckError, match=r"runtime.attention is 'flash_attention_2'.*flash_attn_abi"):
         _rebuild(real, {"attention": "flash_attention_2"}, **probes)
@@ -427,11 +463,20 @@ def test_rebuild_flash_attn_pip_failure_keeps_the_log(fake_python, tmp_path):
 # --- the thin Snakemake scripts --------------------------------------------------------------------------------------
 
 
+class _Log(list):
+    """Snakemake's log object: a list whose named entries are also attributes."""
+
+    def __init__(self, **named):
+        super().__init__(named.values())
+        self.__dict__.update(named)
+
+
 def _snakemake(tmp_path, **params) -> SimpleNamespace:
     return SimpleNamespace(
-        params=SimpleNamespace(**params), threads=4, log=[str(tmp_path / "rule.log")],
+        params=SimpleNamespace(**params), threads=4,
+        log=_Log(main=str(tmp_path / "rule.log"), build=str(tmp_path / "build.log")),
         output=SimpleNamespace(json=str(tmp_path / "out" / "environment.json"),
-                               md=str(tmp_path / "out" / "environment.md"), log=str(tmp_path / "out" / "build.log")))
+                               md=str(tmp_path / "out" / "environment.md")))
 
 
 def test_check_environment_script(real, tmp_path, monkeypatch):
@@ -466,7 +511,7 @@ def test_rebuild_flash_attn_script(real, tmp_path, monkeypatch):
         runpy.run_path(script, init_globals={"snakemake": smk})
     assert caught.value.code == 1 and not Path(smk.output.json).exists()
     assert "still fails after the rebuild [flash_attn_abi]" in (tmp_path / "rule.log").read_text()
-    assert calls == [(4, smk.output.log, 7)]
+    assert calls == [(4, smk.log.build, 7)]
 
     probe = {**probe, "ok": True}
     runpy.run_path(script, init_globals={"snakemake": smk})

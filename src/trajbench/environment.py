@@ -214,6 +214,9 @@ def run():
 """,
     "transformers": """
 def run():
+    import sys
+    for name in ARGS.get("hidden", ()):
+        sys.modules[name] = None  # as model stages do: a broken extension must not break every model
     import torch
     import transformers
     from transformers import AutoModel, CLIPVisionConfig
@@ -265,6 +268,7 @@ class RuntimeChoice:
     device: str
     dtype: "torch.dtype"
     attention: str
+    hidden_modules: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -424,7 +428,8 @@ def run_checks(runtime: Mapping[str, Any], environment: Mapping[str, Any], pytho
         if probes["flash_attn"]["details"].get("kernel_checked") and probes["flash_attn"]["ok"]:
             attentions.append("flash_attention_2")  # transformers' own flash integration can fail on its own
         probes["transformers"] = probe("transformers", {"device": device, "dtype": dtype, "attentions": attentions,
-                                                        "tolerance": TOLERANCE[dtype]})
+                                                        "tolerance": TOLERANCE[dtype],
+                                                        "hidden": hidden_modules(probes)})
         probes["compiled_deps"] = deps.result()
     return build_report(runtime, environment, {name: probes[name] for name in PROBES}, nvidia)
 
@@ -450,7 +455,7 @@ def build_report(runtime: Mapping[str, Any], environment: Mapping[str, Any], pro
     attention = _choose_attention(settings, device, dtype, probes, warnings, problems)
     torch_details = probes["torch"]["details"]
     report = {
-        "choice": {"device": device, "dtype": dtype, "attention": attention},
+        "choice": {"device": device, "dtype": dtype, "attention": attention, "hidden_modules": hidden_modules(probes)},
         "warnings": warnings,
         "settings": settings,
         "versions": {
@@ -624,8 +629,32 @@ def _cell(value: Any) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
 
 
+def hidden_modules(probes: Mapping[str, dict]) -> list[str]:
+    """Installed-but-broken optional extensions that model stages must not import.
+
+    Some transformers releases import flash_attn while importing any model (and 5.x does when the package has no
+    metadata), so a broken build would break every model, not only flash attention. Hiding it (``sys.modules[name]
+    = None``) makes ``find_spec`` answer "not installed" and ``import`` fail cleanly, so sdpa/eager keep working.
+    """
+    flash = probes.get("flash_attn", {})
+    return ["flash_attn"] if not flash.get("ok", True) and flash.get("class") != "missing" else []
+
+
+def hide_modules(choice: RuntimeChoice) -> None:
+    """Apply the environment check's verdict in this process: hide the broken extensions it found."""
+    for name in choice.hidden_modules:
+        if sys.modules.get(name) is not None:
+            continue  # already imported successfully here: nothing to protect against
+        sys.modules[name] = None
+        logger.warning("%s is installed but broken (see the environment report); hidden from this job", name)
+
+
 def load_choice(json_path: str | os.PathLike) -> RuntimeChoice:
-    """The device/dtype/attention chosen by the environment check, from its JSON report."""
+    """The device/dtype/attention chosen by the environment check, from its JSON report.
+
+    It also hides the broken extensions the check found (:func:`hide_modules`), so call it before importing
+    transformers.
+    """
     import torch
 
     try:
@@ -637,7 +666,10 @@ def load_choice(json_path: str | os.PathLike) -> RuntimeChoice:
     if device not in DEVICES[1:] or dtype_name not in DTYPES[1:] or attention not in ATTENTIONS:
         raise ValueError(f"{json_path}: choice {choice} is not a concrete device/dtype/attention; "
                          "rerun the environment check rule")
-    return RuntimeChoice(device=device, dtype=getattr(torch, dtype_name), attention=attention)
+    runtime = RuntimeChoice(device=device, dtype=getattr(torch, dtype_name), attention=attention,
+                            hidden_modules=tuple(choice.get("hidden_modules", ())))
+    hide_modules(runtime)
+    return runtime
 
 
 # ---------------------------------------------------------------------------------------------------------------------

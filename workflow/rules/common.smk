@@ -72,6 +72,14 @@ def weights_input(wildcards):
     return []
 
 
+def weights_config(model):
+    """The model's config as trajbench.weights reads it; a stand-in is a local file the workflow writes."""
+    cfg = dict(config["models"][model])
+    if cfg.get("standin"):
+        cfg["path"] = standin_path(model)
+    return cfg
+
+
 def manifest(model):
     return f"resources/weights/{model}/manifest.json"
 

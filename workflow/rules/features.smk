@@ -21,7 +21,6 @@ rule extract_features:
         options=lambda wc: feature_options(wc.model),
         batch_size=config["features"]["batch_size"],
         seed=config["features"]["random_seed"],
-        allow_slow_cpu=config["runtime"]["allow_slow_cpu"],
         code=code_version("features", "weights", "environment"),
     script:
         "../scripts/extract_features.py"

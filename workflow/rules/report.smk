@@ -1,7 +1,6 @@
 rule compare:
     input:
         results=[f"results/probes/{m}/{i}.json" for m, i in model_inits()],
-        folds=[f"results/probes/{m}/{i}_folds.csv" for m, i in model_inits()],
     output:
         pretrained_vs_random=report(
             "results/comparisons/pretrained_vs_random.csv",

@@ -34,7 +34,7 @@ rule download_weights:
         runtime=120,
     params:
         model=lambda wc: wc.model,
-        model_cfg=lambda wc: config["models"][wc.model],
+        model_cfg=lambda wc: weights_config(wc.model),
         weights=config["weights"],
         code=code_version("weights"),
     script:

@@ -1,0 +1,193 @@
+"""Comparison tables across models and inits, and a Markdown renderer that needs no optional packages.
+
+Interval conventions (see :mod:`trajbench.metrics`): probe scores come from repeated K-fold splits, which are not
+independent, so means and paired differences over splits use the Nadeau-Bengio corrected resampled t-interval
+(variance of the mean ``s**2 * (1/J + n_test/n_train)``); this is approximate but far less over-confident than the
+plain t-interval. Per-video reconstruction metrics are independent across videos and use the plain (paired)
+t-interval.
+
+Column naming: a statistic with an interval is stored as ``<name>_mean``, ``<name>_ci_low``, ``<name>_ci_high``;
+:func:`to_markdown` folds such triples into one ``mean [low, high]`` column.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from trajbench.metrics import METRICS, cap_psnr, mean_ci
+from trajbench.probe import FOLD_COLUMNS, ProbeResult
+
+logger = logging.getLogger(__name__)
+
+INIT_ORDER = ("pretrained", "random", "none")
+PRETRAINED, RANDOM = "pretrained", "random"
+CODEBOOK_STATS = ("distinct", "perplexity", "fraction_used")
+
+
+def _ci_columns(name: str, values: Any, ratio: float = 0.0) -> dict[str, float]:
+    mean, low, high = mean_ci(values, test_train_ratio=ratio)
+    return {f"{name}_mean": mean, f"{name}_ci_low": low, f"{name}_ci_high": high}
+
+
+def _folds(result: ProbeResult | pd.DataFrame, where: tuple[str, str]) -> pd.DataFrame:
+    frame = result.folds_frame() if isinstance(result, ProbeResult) else result
+    missing = set(FOLD_COLUMNS) - set(frame.columns)
+    if missing:
+        raise ValueError(f"per-split table for {where} lacks column(s) {sorted(missing)}; "
+                         "use ProbeResult.folds_to_csv output")
+    return frame
+
+
+def _init_rank(init: str) -> tuple[int, str]:
+    return (INIT_ORDER.index(init), "") if init in INIT_ORDER else (len(INIT_ORDER), init)
+
+
+def pretrained_vs_random(results: Mapping[tuple[str, str], ProbeResult | pd.DataFrame],
+                         metrics: tuple[str, ...] = ("accuracy", "macro_f1"), probe: str = "logreg") -> pd.DataFrame:
+    """Paired difference pretrained - random per model, matched by (repeat, fold).
+
+    ``results`` maps (model, init) to a ProbeResult or its per-split table (``folds_frame`` / the folds CSV). Models
+    without both inits are skipped. Returns one row per (model, metric): n_splits, pretrained_mean, random_mean,
+    diff_mean, diff_ci_low, diff_ci_high (corrected resampled t-interval). Raises if the two inits were not scored on
+    the same splits.
+    """
+    rows = []
+    models = sorted({m for m, i in results if i == PRETRAINED} & {m for m, i in results if i == RANDOM})
+    for model in models:
+        pre, rnd = results[(model, PRETRAINED)], results[(model, RANDOM)]
+        if isinstance(pre, ProbeResult) and isinstance(rnd, ProbeResult) and pre.splits_sha256 != rnd.splits_sha256:
+            raise ValueError(f"{model}: pretrained and random were probed on different splits "
+                             "(splits_sha256 differs); rerun both with the same make_splits parameters")
+        frames = [_folds(r, (model, init)) for r, init in ((pre, PRETRAINED), (rnd, RANDOM))]
+        a, b = (f[f["probe"] == probe].set_index(["repeat", "fold"]).sort_index() for f in frames)
+        if not a.index.equals(b.index) or not np.array_equal(a["n_test"], b["n_test"]):
+            raise ValueError(f"{model}: pretrained and random per-split tables cover different (repeat, fold) "
+                             f"splits or test sizes ({len(a)} vs {len(b)} {probe} rows); they cannot be paired")
+        if a.empty:
+            raise ValueError(f"{model}: no rows for probe {probe!r}")
+        ratio = float(np.mean(a["n_test"] / a["n_train"]))
+        for metric in metrics:
+            rows.append({"model": model, "probe": probe, "metric": metric, "n_splits": len(a),
+                         "pretrained_mean": float(a[metric].mean()), "random_mean": float(b[metric].mean()),
+                         **_ci_columns("diff", a[metric].to_numpy() - b[metric].to_numpy(), ratio)})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    # Same model order as model_table: best mean (either init) on the first metric first, ties by name.
+    first = out[out["metric"] == metrics[0]].set_index("model")
+    out["_best"] = out["model"].map(first[["pretrained_mean", "random_mean"]].max(axis=1))
+    out = out.sort_values(["_best", "model"], ascending=[False, True], kind="stable")
+    return out.drop(columns="_best").reset_index(drop=True)
+
+
+def model_table(results: Mapping[tuple[str, str], ProbeResult]) -> pd.DataFrame:
+    """One row per (model, init): logreg accuracy and macro-F1, kNN accuracy (means + intervals), chance levels.
+
+    Sorted by each model's best logreg accuracy (descending), then init (pretrained, random, none).
+    """
+    if len({r.splits_sha256 for r in results.values()}) > 1:
+        logger.warning("model_table: results were scored on different splits; their rows are not directly comparable")
+    rows = []
+    for (model, init), res in results.items():
+        s = res.summary
+        row: dict[str, Any] = {"model": model, "init": init, "n_splits": len(res.folds)}
+        for name, stat in (("accuracy", s["logreg"]["accuracy"]), ("macro_f1", s["logreg"]["macro_f1"]),
+                           ("knn_accuracy", s["knn"]["accuracy"])):
+            row.update({f"{name}_mean": stat["mean"], f"{name}_ci_low": stat["ci_low"],
+                        f"{name}_ci_high": stat["ci_high"]})
+        row.update({"chance_uniform": res.chance["uniform"], "chance_majority": res.chance["majority"]})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    best = out.groupby("model")["accuracy_mean"].transform("max")
+    key = sorted(range(len(out)), key=lambda i: (-best[i], out["model"][i], _init_rank(out["init"][i])))
+    return out.iloc[key].reset_index(drop=True)
+
+
+def reconstruction_table(per_video: Mapping[str, pd.DataFrame],
+                         codebook: Mapping[str, Mapping[str, float]] | None = None) -> pd.DataFrame:
+    """Pretrained vs random reconstruction quality.
+
+    ``per_video[init]`` is :func:`trajbench.metrics.reconstruction_metrics` output; videos are paired by ``index``.
+    ``codebook[init]`` is :func:`trajbench.metrics.codebook_usage` output (dataset-level numbers: no interval).
+    Rows: mse, psnr, ssim (plain paired t-intervals over videos; infinite PSNR capped as in
+    :func:`trajbench.metrics.summarize`), then codebook_distinct / codebook_perplexity / codebook_fraction_used.
+    Columns: metric, n, ``pretrained_*``, ``random_*`` and ``diff_*`` (pretrained - random) means and intervals,
+    and n_capped per init.
+    """
+    for init in (PRETRAINED, RANDOM):
+        if init not in per_video:
+            raise ValueError(f"reconstruction_table needs per-video metrics for init {init!r}; got {list(per_video)}")
+    merged = per_video[PRETRAINED].merge(per_video[RANDOM], on="index", suffixes=("_p", "_r"), validate="one_to_one")
+    if not len(merged) == len(per_video[PRETRAINED]) == len(per_video[RANDOM]):
+        raise ValueError(f"pretrained ({len(per_video[PRETRAINED])}) and random ({len(per_video[RANDOM])}) "
+                         f"per-video tables share only {len(merged)} video indices; they must cover the same videos")
+    rows = []
+    for metric in METRICS:
+        p, n_cap_p = cap_psnr(merged[f"{metric}_p"].to_numpy(dtype=np.float64))
+        r, n_cap_r = cap_psnr(merged[f"{metric}_r"].to_numpy(dtype=np.float64))
+        rows.append({"metric": metric, "n": len(merged), **_ci_columns(PRETRAINED, p), **_ci_columns(RANDOM, r),
+                     **_ci_columns("diff", p - r), "pretrained_n_capped": n_cap_p, "random_n_capped": n_cap_r})
+    if codebook is not None:
+        if PRETRAINED not in codebook or RANDOM not in codebook:
+            raise ValueError(f"codebook stats need inits {PRETRAINED!r} and {RANDOM!r}; got {list(codebook)}")
+        for stat in CODEBOOK_STATS:
+            p, r = float(codebook[PRETRAINED][stat]), float(codebook[RANDOM][stat])
+            rows.append({"metric": f"codebook_{stat}", "pretrained_mean": p, "random_mean": r, "diff_mean": p - r})
+    return pd.DataFrame(rows)
+
+
+def _format_cell(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        # Large values (token counts, perplexities) read better as whole numbers than as 2.3e+03.
+        return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _collapse_ci(df: pd.DataFrame, digits: int) -> pd.DataFrame:
+    """Fold each ``<name>_mean`` / ``_ci_low`` / ``_ci_high`` (or bare mean / ci_low / ci_high) into one column."""
+    out = df.copy()
+    for col in list(out.columns):
+        if not (col == "mean" or str(col).endswith("_mean")):
+            continue
+        base = str(col)[: -len("mean")]
+        low, high = f"{base}ci_low", f"{base}ci_high"
+        if low not in out.columns or high not in out.columns:
+            continue
+        cells = []
+        for m, lo, hi in zip(out[col], out[low], out[high]):
+            text = _format_cell(m, digits)
+            if text and not (math.isnan(lo) or math.isnan(hi)):
+                text += f" [{_format_cell(lo, digits)}, {_format_cell(hi, digits)}]"
+            cells.append(text)
+        out[col] = cells
+        out = out.drop(columns=[low, high]).rename(columns={col: f"{base.rstrip('_') or 'mean'} (95% CI)"})
+    return out
+
+
+def to_markdown(df: pd.DataFrame, digits: int = 3, collapse_ci: bool = True) -> str:
+    """GitHub Markdown table of ``df`` (index not shown); floats with ``digits`` significant digits, NaN blank.
+
+    With ``collapse_ci``, interval triples become one ``name (95% CI)`` column reading ``mean [low, high]``.
+    Numeric columns are right-aligned. Needs no optional dependency (pandas' own to_markdown needs tabulate).
+    """
+    numeric = {c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])}
+    table = _collapse_ci(df, digits) if collapse_ci else df
+    renamed = {str(c) for c in table.columns} - {str(c) for c in df.columns}
+    right = [c in numeric or str(c) in renamed for c in table.columns]
+    header = [_format_cell(str(c), digits) for c in table.columns]
+    body = [[_format_cell(v, digits) for v in row] for row in table.itertuples(index=False, name=None)]
+    lines = ["| " + " | ".join(header) + " |",
+             "| " + " | ".join("---:" if r else ":---" for r in right) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,143 @@
+import numpy as np
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_limits
+
+from trajbench import probe
+
+N_CLASSES, PER_CLASS = 4, 30
+LABELS = np.repeat(np.arange(N_CLASSES), PER_CLASS)
+NAMES = ["linear", "circle", "zigzag", "still"]
+PARAMS = dict(Cs=[1.0, 0.01, 0.1], inner_folds=3, pca_dim=8, knn_k=5, seed=7)
+
+
+def _separable(seed=0, dim=20):
+    rng = np.random.default_rng(seed)
+    return (6 * rng.normal(size=(N_CLASSES, dim)))[LABELS] + rng.normal(size=(LABELS.size, dim))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_threaded_blas():
+    # Thousands of tiny lbfgs fits: BLAS threads only add contention on a shared CI machine.
+    with threadpool_limits(limits=1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return probe.make_splits(LABELS, folds=4, repeats=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def separable_result(splits):
+    return probe.run_probe(_separable(), LABELS, splits, class_names=NAMES, **PARAMS)
+
+
+def test_splits_are_deterministic_stratified_partitions(splits):
+    again = probe.make_splits(LABELS, folds=4, repeats=2, seed=3)
+    assert [(s.repeat, s.fold) for s in splits] == [(r, f) for r in range(2) for f in range(4)]
+    for a, b in zip(splits, again):
+        np.testing.assert_array_equal(a.train_idx, b.train_idx)
+        np.testing.assert_array_equal(a.test_idx, b.test_idx)
+    for repeat in range(2):
+        tests = [s.test_idx for s in splits if s.repeat == repeat]
+        np.testing.assert_array_equal(np.sort(np.concatenate(tests)), np.arange(LABELS.size))
+        for s in splits:
+            assert np.intersect1d(s.train_idx, s.test_idx).size == 0
+            # Stratified: 30 per class over 4 folds -> 7 or 8 of each class in every test fold.
+            assert set(np.bincount(LABELS[s.test_idx])) <= {7, 8}
+    # Repeats are reshuffled, and another seed gives other splits.
+    assert not np.array_equal(splits[0].test_idx, splits[4].test_idx)
+    other = probe.make_splits(LABELS, folds=4, repeats=2, seed=4)
+    assert probe.splits_sha256(other) != probe.splits_sha256(splits)
+    assert probe.splits_sha256(again) == probe.splits_sha256(splits)
+
+
+def test_split_errors():
+    with pytest.raises(ValueError, match=r"fewer members than folds=5.*\{1: 3\}"):
+        probe.make_splits(np.array([0] * 10 + [1] * 3), folds=5, repeats=1, seed=0)
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] have no members"):
+        probe.make_splits(np.array([0] * 5 + [2] * 5), folds=2, repeats=1, seed=0)
+    with pytest.raises(ValueError, match=r"class\(es\) \[2\] have no members"):
+        probe.make_splits(np.array([0] * 5 + [1] * 5), folds=2, repeats=1, seed=0, num_classes=3)
+    with pytest.raises(ValueError, match="integer class ids"):
+        probe.make_splits(np.array(["a", "b"] * 5), folds=2, repeats=1, seed=0)
+
+
+def test_separable_features_are_classified_perfectly(separable_result):
+    s = separable_result.summary
+    assert s["logreg"]["accuracy"]["mean"] == 1.0
+    assert s["logreg"]["macro_f1"]["mean"] == 1.0
+    assert s["knn"]["accuracy"]["mean"] == 1.0
+    assert separable_result.confusion == (np.diag([PER_CLASS * 2] * N_CLASSES)).tolist()
+    assert separable_result.confusion_normalized == np.eye(N_CLASSES).tolist()
+    assert set(separable_result.chosen_C) <= {0.01, 0.1, 1.0}
+    assert separable_result.params["Cs"] == [0.01, 0.1, 1.0]
+    assert all(f["pca_components"] == 8 for f in separable_result.folds)  # D=20 > pca_dim=8
+    assert separable_result.chance == {"uniform": 0.25, "majority": 0.25}
+    assert separable_result.class_names == NAMES
+    assert separable_result.test_train_ratio == pytest.approx(30 / 90)
+
+
+def test_noise_features_score_near_chance(splits):
+    noise = np.random.default_rng(1).normal(size=(LABELS.size, 6))
+    result = probe.run_probe(noise, LABELS, splits, **PARAMS)
+    for name in ("logreg", "knn"):
+        assert abs(result.summary[name]["accuracy"]["mean"] - 0.25) < 0.12
+    assert result.folds[0]["pca_components"] is None  # D=6 <= pca_dim: no PCA
+    assert result.class_names == ["0", "1", "2", "3"]
+
+
+def test_splits_do_not_depend_on_features(splits, separable_result):
+    noise = np.random.default_rng(2).normal(size=(LABELS.size, 30))
+    result = probe.run_probe(noise, LABELS, splits[:2], **PARAMS)
+    assert result.splits_sha256 == probe.splits_sha256(splits[:2])
+    assert separable_result.splits_sha256 == probe.splits_sha256(splits)
+    sep = separable_result.folds[:2]
+    assert [(f["n_train"], f["n_test"]) for f in result.folds] == [(f["n_train"], f["n_test"]) for f in sep]
+
+
+def test_majority_chance_and_recall_per_class():
+    labels = np.array([0] * 12 + [1] * 6)
+    x = np.random.default_rng(0).normal(size=(18, 30)) + labels[:, None] * 5.0
+    result = probe.run_probe(x, labels, probe.make_splits(labels, 3, 1, 0), **{**PARAMS, "pca_dim": 20})
+    assert [f["pca_components"] for f in result.folds] == [12, 12, 12]  # capped at the 12 training samples
+    assert result.summary["logreg"]["accuracy"]["mean"] == 1.0
+    assert result.chance == {"uniform": 0.5, "majority": pytest.approx(12 / 18)}
+    assert set(result.summary["logreg"]["recall"]) == {"0", "1"}
+    assert np.sum(result.confusion) == 18
+
+
+def test_non_finite_features_are_rejected(splits):
+    x = _separable()
+    x[3, 5] = np.nan
+    x[7, 5] = np.inf
+    x[7, 9] = np.nan
+    with pytest.raises(ValueError, match=r"NaN/inf in 2 of 120 rows and 2 of 20 columns"):
+        probe.run_probe(x, LABELS, splits, **PARAMS)
+    with pytest.raises(ValueError, match="119 rows but there are 120 labels"):
+        probe.run_probe(x[:-1], LABELS, splits, **PARAMS)
+
+
+def test_json_round_trip_and_byte_determinism(tmp_path, splits, separable_result):
+    # Splits given as plain lists (as if read back from a file) behave like Split tuples.
+    plain = [(s.repeat, s.fold, s.train_idx.tolist(), s.test_idx.tolist()) for s in splits]
+    again = probe.run_probe(_separable(), LABELS, plain, class_names=NAMES, **PARAMS)
+    separable_result.to_json(tmp_path / "a.json")
+    again.to_json(tmp_path / "b.json")
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    assert probe.ProbeResult.from_json(tmp_path / "a.json") == separable_result
+
+    separable_result.folds_to_csv(tmp_path / "folds.csv")
+    folds = pd.read_csv(tmp_path / "folds.csv")
+    assert list(folds.columns) == probe.FOLD_COLUMNS
+    assert len(folds) == 2 * len(splits)
+    assert folds[folds["probe"] == "knn"]["C"].isna().all()
+    assert folds[folds["probe"] == "logreg"]["C"].tolist() == separable_result.chosen_C
+    assert (folds["accuracy"] == 1.0).all()
+
+
+def test_from_json_rejects_other_json(tmp_path):
+    (tmp_path / "x.json").write_text('{"accuracy": 1}')
+    with pytest.raises(ValueError, match="not a ProbeResult"):
+        probe.ProbeResult.from_json(tmp_path / "x.json")

@@ -1,0 +1,23 @@
+import json
+
+import numpy as np
+import pandas as pd
+
+from trajbench import compare, figures, io, logs, render
+
+logger = logs.setup(snakemake.log[0])
+p = snakemake.params
+note = "stand-in weights" if p.standin else None
+per_video = {init: pd.read_csv(path) for init, path in zip(p.inits, snakemake.input.per_video)}
+codebook = {init: json.loads(open(path).read()) for init, path in zip(p.inits, snakemake.input.codebook)}
+table = compare.reconstruction_table(per_video, codebook)
+with io.atomic_path(snakemake.output.table) as tmp:
+    table.to_csv(tmp, index=False, float_format="%.6g")
+heading = "MagVit reconstruction, pretrained vs random" + (f" ({note})" if note else "")
+io.write_text(snakemake.output.markdown, f"**{heading}**\n\n" + compare.to_markdown(table))
+figures.reconstruction_distributions(per_video, snakemake.output.distributions, title_note=note)
+videos, labels = render.load_dataset(snakemake.input.videos, snakemake.input.table)
+recons = {init: np.load(path, mmap_mode="r") for init, path in zip(p.inits, snakemake.input.reconstructions)}
+figures.reconstruction_panel(videos, labels, recons, snakemake.output.panel, n_frames=p.panel_frames,
+                             title_note=note)
+logger.info("reconstruction comparison written")

@@ -1,0 +1,32 @@
+import numpy as np
+
+from trajbench import environment, features, io, logs, render, weights
+
+logger = logs.setup(snakemake.log[0])
+p = snakemake.params
+videos, table = render.load_dataset(snakemake.input.videos, snakemake.input.table)
+runtime = {}
+if "env" in snakemake.input.keys():
+    choice = environment.load_choice(snakemake.input.env)
+    manifest = weights.verify(snakemake.input.manifest)  # a corrupt file stops the job before the model loads
+    runtime = dict(
+        weights_dir=weights.local_path(manifest),
+        device=choice.device,
+        dtype=choice.dtype,
+        attn_implementation=choice.attention,
+    )
+if "tokens" in snakemake.input.keys():
+    runtime["tokens"] = np.load(snakemake.input.tokens, mmap_mode="r")
+feats, meta = features.extract_features(
+    p.model,
+    p.init,
+    videos,
+    table,
+    p.options,
+    batch_size=p.batch_size,
+    seed=p.seed,
+    logger=logger,
+    **runtime,
+)
+io.save_npy(snakemake.output.features, feats)
+io.write_json(snakemake.output.meta, meta)

@@ -1,0 +1,42 @@
+from trajbench import environment, io, logs, magvit, render, weights
+from trajbench.tokenize import tokenize_videos
+
+logger = logs.setup(snakemake.log[0])
+p = snakemake.params
+choice = environment.load_choice(snakemake.input.env)
+videos, _ = render.load_dataset(snakemake.input.videos, snakemake.input.table)
+config = magvit.MagvitConfig.from_dict(p.model_cfg.get("architecture", {}))
+environment.check_cpu_budget(
+    choice.device,
+    len(videos) * magvit.estimate_tflop(config, videos.shape[1], videos.shape[2], videos.shape[3]),
+    p.allow_slow_cpu,
+    f"MagVit ({p.init}) encode+decode of {len(videos)} clips",
+)
+manifest = weights.verify(snakemake.input.manifest)  # before any use, so a corrupt file stops every init
+if p.init == "pretrained":
+    model = magvit.load_checkpoint(weights.local_path(manifest), config, weights=p.tokenize["weights"])
+else:
+    model = magvit.build_model(config, seed=p.tokenize["random_seed"])
+indices, reconstructions = tokenize_videos(
+    model,
+    videos,
+    batch_size=p.tokenize["batch_size"],
+    device=choice.device,
+    dtype=choice.dtype,
+    window=p.tokenize["window"],
+    logger=logger,
+)
+io.save_npy(snakemake.output.tokens, indices)
+io.save_npy(snakemake.output.reconstructions, reconstructions)
+io.write_json(
+    snakemake.output.meta,
+    {
+        "init": p.init,
+        "architecture": config.to_dict(),
+        "weights": p.tokenize["weights"] if p.init == "pretrained" else f"random (seed {p.tokenize['random_seed']})",
+        "standin": bool(p.model_cfg.get("standin")),
+        "device": choice.device,
+        "dtype": str(choice.dtype).removeprefix("torch."),
+        "tokens_shape": list(indices.shape),
+    },
+)
