@@ -78,6 +78,8 @@ def test_schema_errors_name_the_problem(root, path, value, message):
         (lambda c: c["probe"].update(folds=100), "probe.folds=100 exceeds dataset.videos_per_class"),
         (lambda c: c["models"]["pixels"].update(source="hub"), "models.pixels.source must be 'none'"),
         (lambda c: c["models"]["clip"].pop("allow_patterns"), "models.clip: source 'hub' needs exactly one"),
+        (lambda c: c["models"]["clip"].update(source="local", standin=True) or c["features"].update(
+            random_seed=tb_config.STANDIN_SEED), "features.random_seed=1000003 is the stand-in weights' seed"),
     ],
 )
 def test_semantic_errors_name_the_key(root, change, message):

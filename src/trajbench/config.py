@@ -11,6 +11,11 @@ INIT_MODELS = ("magvit", "videomae", "clip")  # models with weights: pretrained 
 BASELINES = ("pixels", "oracle")  # no weights: a single init, "none"
 
 
+# Stand-in weights play the part of "pretrained": drawn with the random inits' seed they would be the same network
+# as "random", and every pretrained-vs-random difference would be exactly zero.
+STANDIN_SEED = 1_000_003
+
+
 class ConfigError(ValueError):
     pass
 
@@ -79,6 +84,12 @@ def check(config: dict) -> None:
                                   f"stand-in under resources/standins/{name}")
         elif source == "local" and "path" not in model:
             raise ConfigError(f"{where}: source 'local' needs path")
+
+    if any(m.get("standin") for m in models.values()):
+        for key in ("tokenize", "features"):
+            if config[key]["random_seed"] == STANDIN_SEED:
+                raise ConfigError(f"{key}.random_seed={STANDIN_SEED} is the stand-in weights' seed: 'random' would "
+                                  "equal 'pretrained'; choose another seed")
 
     if "magvit" in models:
         arch = models["magvit"].get("architecture", {})

@@ -11,7 +11,7 @@ rule make_standin_weights:
     params:
         model=lambda wc: wc.model,
         architecture=lambda wc: config["models"][wc.model].get("architecture", {}),
-        seed=config["dataset"]["seed"],
+        seed=tb_config.STANDIN_SEED,
         code=code_version("standins", "magvit"),
     script:
         "../scripts/make_standin_weights.py"

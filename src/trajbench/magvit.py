@@ -1,0 +1,563 @@
+"""The Open-MAGVIT2 video tokenizer: a causal 3D-convolutional autoencoder with a lookup-free quantizer (LFQ).
+
+This is the project's own implementation of the public checkpoint ``video_128_262144.ckpt``
+(``TencentARC/Open-MAGVIT2-Tokenizer-262144-Video``). Module names follow the authors' state-dict layout exactly, so
+that file loads unchanged; the behaviour follows ``shared/reference/open-magvit2-video/ARCHITECTURE.md`` and is pinned
+by the golden tests in ``tests/test_magvit.py``.
+
+Shapes: videos are ``(B, C, T, H, W)`` floats in [-1, 1]; a clip of ``T = 1 + k * temporal_compression`` frames becomes
+a latent of ``1 + k`` frames, ``H / spatial_compression`` rows and columns, and ``z_channels`` channels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trajbench import io
+
+logger = logging.getLogger(__name__)
+
+# Every GroupNorm of the architecture, adaptive ones included.
+NORM_GROUPS = 32
+NORM_EPS = 1e-6
+# Entries of the authors' EMA block that are not weights.
+EMA_PREFIX = "model_ema."
+EMA_BOOKKEEPING = ("decay", "num_updates")
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read or does not fit the model; the message names the file and the remedy."""
+
+
+@dataclass(frozen=True)
+class MagvitConfig:
+    """Architecture hyper-parameters, named as in the authors' config (``double_z`` is always false there)."""
+
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
+    num_res_blocks: int = 4
+    z_channels: int = 18
+    in_channels: int = 3
+    out_ch: int = 3
+    resolution: int = 128
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
+        problems = []
+        if not self.ch_mult or min(self.ch_mult) < 1:
+            problems.append(f"ch_mult={list(self.ch_mult)} must be a non-empty list of positive integers")
+        elif any(self.ch * m % NORM_GROUPS for m in self.ch_mult):
+            problems.append(f"every ch * ch_mult[i] must be divisible by {NORM_GROUPS} (GroupNorm groups)")
+        for name in ("ch", "num_res_blocks", "z_channels", "in_channels", "out_ch", "resolution"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
+        if self.z_channels > 31:
+            problems.append(f"z_channels={self.z_channels} must be <= 31 (token indices are stored as int32)")
+        if self.resolution % self.spatial_compression:
+            problems.append(f"resolution={self.resolution} must be divisible by {self.spatial_compression}")
+        if problems:
+            raise ValueError(f"invalid MagVit config {self.to_dict()}: " + "; ".join(problems))
+
+    @classmethod
+    def full(cls) -> MagvitConfig:
+        """The config of the public checkpoint (video_128_262144.ckpt)."""
+        return cls()
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> MagvitConfig:
+        """Build from a (possibly partial) dict; missing keys take the full model's values."""
+        values = dict(values)
+        if values.pop("double_z", False):
+            raise ValueError("MagVit config: double_z=true is not supported (the video tokenizer uses double_z=false)")
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            known = [f.name for f in dataclasses.fields(cls)]
+            raise ValueError(f"MagVit config: unknown keys {unknown}; known keys are {known}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["ch_mult"] = list(self.ch_mult)
+        return values
+
+    @property
+    def temporal_strides(self) -> tuple[int, ...]:
+        """Time stride of each encoder downsample (levels 0..L-2): 1 on levels whose ch_mult is 1, else 2."""
+        return tuple(1 if m == 1 else 2 for m in self.ch_mult[:-1])
+
+    @property
+    def temporal_compression(self) -> int:
+        return 2 ** sum(s == 2 for s in self.temporal_strides)
+
+    @property
+    def spatial_compression(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+    @property
+    def codebook_size(self) -> int:
+        return 2**self.z_channels
+
+    def valid_frames(self, frames: int) -> bool:
+        """Whether a clip of ``frames`` frames round-trips: ``frames = 1 + k * temporal_compression``, k >= 0."""
+        return frames >= 1 and (frames - 1) % self.temporal_compression == 0
+
+    def latent_frames(self, frames: int) -> int:
+        if not self.valid_frames(frames):
+            raise ValueError(
+                f"MagVit takes 1 + k*{self.temporal_compression} frames per clip (e.g. "
+                f"{1 + self.temporal_compression}, {1 + 4 * self.temporal_compression}), got {frames}"
+            )
+        return 1 + (frames - 1) // self.temporal_compression
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def swish(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(x)
+
+
+def group_norm(channels: int, affine: bool = True) -> nn.GroupNorm:
+    return nn.GroupNorm(NORM_GROUPS, channels, eps=NORM_EPS, affine=affine)
+
+
+class CausalConv3d(nn.Module):
+    """A cubic Conv3d that sees only past and present frames: zero padding k-1 frames in front, k//2 around H and W."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride=1, bias: bool = True):
+        super().__init__()
+        self.conv_1 = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
+        half = kernel_size // 2
+        self.padding = (half, half, half, half, kernel_size - 1, 0)  # F.pad order: W, H, T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_1(F.pad(x, self.padding))
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        # Registration order = the checkpoint's key order.
+        self.norm1 = group_norm(in_channels)
+        self.norm2 = group_norm(out_channels)
+        self.conv1 = CausalConv3d(in_channels, out_channels, 3, bias=False)
+        self.conv2 = CausalConv3d(out_channels, out_channels, 3, bias=False)
+        self.nin_shortcut = None
+        if in_channels != out_channels:
+            self.nin_shortcut = CausalConv3d(in_channels, out_channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(swish(self.norm1(x)))
+        h = self.conv2(swish(self.norm2(h)))
+        return h + (x if self.nin_shortcut is None else self.nin_shortcut(x))
+
+
+def res_blocks(in_channels: int, out_channels: int, count: int) -> nn.ModuleList:
+    """``count`` ResBlocks; the first changes the channels, the others keep them."""
+    return nn.ModuleList(ResBlock(in_channels if j == 0 else out_channels, out_channels) for j in range(count))
+
+
+def depth_to_space(x: torch.Tensor, block: tuple[int, int, int]) -> torch.Tensor:
+    """Move channel sub-blocks into time, height and width; channels are read as (bt, bh, bw, C) in that order.
+
+    Output frame ``t*bt + i`` takes sub-block i (rows, columns likewise). With ``bt > 1`` the second output frame is
+    dropped, which keeps the decoder causal and maps T latent frames to ``bt*T - 1`` (a single frame stays single).
+    """
+    bt, bh, bw = block
+    b, c, t, h, w = x.shape
+    x = x.reshape(b, bt, bh, bw, c // (bt * bh * bw), t, h, w)
+    x = x.permute(0, 4, 5, 1, 6, 2, 7, 3).reshape(b, -1, t * bt, h * bh, w * bw)
+    if bt > 1:
+        x = torch.cat([x[:, :, :1], x[:, :, 2:]], dim=2)
+    return x
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int, block: tuple[int, int, int]):
+        super().__init__()
+        self.block = block
+        self.conv1 = CausalConv3d(channels, channels * block[0] * block[1] * block[2], 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depth_to_space(self.conv1(x), self.block)
+
+
+class AdaptiveGroupNorm(nn.Module):
+    """GroupNorm without affine, scaled by ``gamma(std)`` and shifted by ``beta(mean)`` of the quantized latent."""
+
+    def __init__(self, z_channels: int, channels: int):
+        super().__init__()
+        self.norm = group_norm(channels, affine=False)
+        self.gamma = nn.Linear(z_channels, channels)
+        self.beta = nn.Linear(z_channels, channels)
+
+    def forward(self, x: torch.Tensor, z_std: torch.Tensor, z_mean: torch.Tensor) -> torch.Tensor:
+        scale = self.gamma(z_std)[:, :, None, None, None]
+        shift = self.beta(z_mean)[:, :, None, None, None]
+        return self.norm(x) * scale + shift
+
+
+class Level(nn.Module):
+    """One resolution level: ``block`` (ResBlocks), then ``downsample`` (encoder) or ``upsample`` (decoder) if any."""
+
+    def __init__(self, blocks: nn.ModuleList, downsample: nn.Module | None = None, upsample: nn.Module | None = None):
+        super().__init__()
+        self.block = blocks
+        self.downsample = downsample
+        self.upsample = upsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.block:
+            x = block(x)
+        for resample in (self.downsample, self.upsample):
+            if resample is not None:
+                x = resample(x)
+        return x
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: MagvitConfig):
+        super().__init__()
+        ch, mult, n = config.ch, config.ch_mult, config.num_res_blocks
+        self.conv_in = CausalConv3d(config.in_channels, ch, 3, bias=False)
+        in_mult = (1,) + mult
+        self.down = nn.ModuleList()
+        for i, m in enumerate(mult):
+            downsample = None
+            if i < len(mult) - 1:
+                downsample = CausalConv3d(ch * m, ch * m, 3, stride=(config.temporal_strides[i], 2, 2))
+            self.down.append(Level(res_blocks(ch * in_mult[i], ch * m, n), downsample=downsample))
+        self.mid_block = res_blocks(ch * mult[-1], ch * mult[-1], n)
+        self.norm_out = group_norm(ch * mult[-1])
+        self.conv_out = CausalConv3d(ch * mult[-1], config.z_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)
+        for level in self.down:
+            x = level(x)
+        for block in self.mid_block:
+            x = block(x)
+        return self.conv_out(swish(self.norm_out(x)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: MagvitConfig):
+        super().__init__()
+        ch, mult, n = config.ch, config.ch_mult, config.num_res_blocks
+        self.conv_in = CausalConv3d(config.z_channels, ch * mult[-1], 3)
+        self.mid_block = res_blocks(ch * mult[-1], ch * mult[-1], n)
+        # Level i is entered with the channels of level i+1 (the mid block's for the last level).
+        in_channels = [ch * m for m in mult[1:]] + [ch * mult[-1]]
+        self.up = nn.ModuleList()
+        for i, m in enumerate(mult):
+            upsample = None
+            if i > 0:
+                upsample = Upsample(ch * m, (config.temporal_strides[i - 1], 2, 2))
+            self.up.append(Level(res_blocks(in_channels[i], ch * m, n), upsample=upsample))
+        self.adaptive = nn.ModuleList(AdaptiveGroupNorm(config.z_channels, c) for c in in_channels)
+        self.norm_out = group_norm(ch)
+        self.conv_out = CausalConv3d(ch, config.out_ch, 3)
+
+    def forward(self, quantized: torch.Tensor) -> torch.Tensor:
+        # The adaptive norms condition on per-sample, per-channel statistics of the whole quantized latent.
+        flat = quantized.float().flatten(2)
+        z_std = (flat.var(dim=-1) + NORM_EPS).sqrt()
+        z_mean = flat.mean(dim=-1)
+        x = self.conv_in(quantized)
+        for block in self.mid_block:
+            x = block(x)
+        for i in reversed(range(len(self.up))):
+            x = self.up[i](self.adaptive[i](x, z_std, z_mean))
+        return self.conv_out(swish(self.norm_out(x)))
+
+
+def lfq(latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lookup-free quantization of a (B, C, T, H, W) latent: +1/-1 per channel by sign, and the token index
+    sum_c [z_c > 0] * 2**c (int64, channel 0 least significant)."""
+    bits = latent > 0
+    quantized = torch.where(bits, 1.0, -1.0).to(latent.dtype)
+    shifts = torch.arange(latent.shape[1], device=latent.device)[:, None, None, None]
+    indices = (bits.to(torch.int64) << shifts).sum(dim=1)
+    return quantized, indices
+
+
+class MagvitTokenizer(nn.Module):
+    """Encoder + parameter-free LFQ + decoder; ``state_dict()`` keys equal the authors' ``encoder.*``/``decoder.*``."""
+
+    def __init__(self, config: MagvitConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+
+    def encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``video`` (B, C, T, H, W) in [-1, 1] -> (latent, quantized +/-1, indices int64 (B, T', H', W'))."""
+        _, _, frames, height, width = video.shape
+        self.config.latent_frames(frames)  # raises with the valid frame counts
+        if height % self.config.spatial_compression or width % self.config.spatial_compression:
+            raise ValueError(
+                f"MagVit needs height and width divisible by {self.config.spatial_compression}, got {height}x{width}"
+            )
+        latent = self.encoder(video)
+        quantized, indices = lfq(latent)
+        return latent, quantized, indices
+
+    def decode(self, quantized: torch.Tensor) -> torch.Tensor:
+        """Quantized latent (B, z_channels, T', H', W') -> video (B, out_ch, T, H, W), not clamped."""
+        return self.decoder(quantized)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(video)[1])
+
+
+def estimate_tflop(config: MagvitConfig, frames: int, height: int, width: int) -> float:
+    """Encode + decode cost of one clip in TFLOP, counted by ``torch.utils.flop_counter`` on the meta device
+    (nothing is computed or allocated). About 4.47 + 6.19 TFLOP for a 17x128x128 clip of the full model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = MagvitTokenizer(config)
+        video = torch.empty(1, config.in_channels, frames, height, width)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.decode(model.encode(video)[1])
+    return counter.get_total_flops() / 1e12
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pixel conversion
+
+
+def to_model_range(video: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (B, T, H, W, C) array or tensor -> contiguous float32 (B, C, T, H, W) in [-1, 1] (uint8 / 127.5 - 1)."""
+    if isinstance(video, np.ndarray):
+        video = torch.from_numpy(np.array(video))  # a copy: memory-mapped input is read-only
+    if video.dtype != torch.uint8 or video.dim() != 5:
+        raise ValueError(f"expected a uint8 video batch (B, T, H, W, C), got {video.dtype} {tuple(video.shape)}")
+    return video.permute(0, 4, 1, 2, 3).contiguous().float() / 127.5 - 1.0
+
+
+def to_uint8(recon: torch.Tensor) -> torch.Tensor:
+    """Reconstruction (B, C, T, H, W) -> uint8 (B, T, H, W, C): clamp to [-1, 1], then round((x + 1) * 127.5)."""
+    pixels = ((recon.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 4, 1).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Construction and checkpoints
+
+
+def build_model(config: MagvitConfig, seed: int) -> MagvitTokenizer:
+    """The random-init baseline: PyTorch's default module initialisation, drawn after ``torch.manual_seed(seed)``.
+
+    The draw happens in a forked RNG on the CPU, so the global RNG state is untouched and the weights are the same
+    bytes on every run (move the model to another device afterwards). Returned in eval mode.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with torch.device("cpu"):
+            model = MagvitTokenizer(config)
+    return model.eval()
+
+
+def ema_name(key: str) -> str:
+    """The authors' EMA entry for a module key: ``encoder.conv_in.conv_1.weight`` -> ``model_ema.encoderconv_in...``."""
+    return EMA_PREFIX + key.replace(".", "")
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+    ema_state_dict: Mapping[str, torch.Tensor] | None = None,
+    *,
+    ema_decay: float = 0.999,
+    ema_num_updates: int = 0,
+) -> None:
+    """Write a checkpoint in the authors' Lightning layout, atomically.
+
+    ``{"state_dict": {<module key>: raw weight, ..., "model_ema.decay", "model_ema.num_updates",
+    "model_ema.<dot-less key>": EMA weight, ...}}``. Without ``ema_state_dict`` the EMA block is a copy of the raw
+    weights (stored separately, as in the real file, so the file is twice the size of one set of weights).
+    """
+    raw = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
+    raw = {key: value.detach().cpu() for key, value in raw.items()}
+    if ema_state_dict is None:
+        ema = {key: value.clone() for key, value in raw.items()}
+    else:
+        ema = {key: value.detach().cpu() for key, value in ema_state_dict.items()}
+        if set(ema) != set(raw):
+            raise ValueError(
+                f"save_checkpoint({path}): EMA keys differ from the weights' keys: only in weights "
+                f"{sorted(set(raw) - set(ema))}, only in EMA {sorted(set(ema) - set(raw))}"
+            )
+    # The authors' EMA module registers decay and num_updates before the weights.
+    state = dict(raw)
+    state[EMA_PREFIX + "decay"] = torch.tensor(ema_decay, dtype=torch.float32)
+    state[EMA_PREFIX + "num_updates"] = torch.tensor(ema_num_updates, dtype=torch.int32)
+    state.update((ema_name(key), ema[key]) for key in raw)
+    # Through an open handle: given a path, torch.save names the zip's inner folder after the (random) temporary
+    # file, and the same weights would give other bytes each time.
+    with io.atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save({"state_dict": state}, handle)
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    config: MagvitConfig | None = None,
+    weights: str = "ema",
+    safe_globals: Iterable[Any] = (),
+) -> MagvitTokenizer:
+    """Load an Open-MAGVIT2 video checkpoint (the authors' file or one from ``save_checkpoint``) in eval mode.
+
+    ``config`` defaults to ``MagvitConfig.full()``. ``weights="ema"`` (what the authors run inference with) or
+    ``"raw"``. The EMA block may be flat (``model_ema.<dot-less key>``) or nested (``state_dict["model_ema"]``).
+    Loading is strict for the chosen weight set (missing, unexpected or mis-shaped entries are errors); the other set
+    is not read. Floating tensors that are not float32 are converted to float32.
+
+    The file is opened with ``weights_only=True`` (no code runs while unpickling) and memory-mapped: the model is
+    built on the meta device and takes the mapped tensors as its parameters, so no second copy of the weights is
+    made and only the chosen set is ever paged in. ``safe_globals`` allowlists extra pickled types (e.g. a
+    Lightning ``hyper_parameters`` class) for this one load; pass only types you trust to be harmless.
+    """
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    config = MagvitConfig.full() if config is None else config
+    path = Path(path)
+    checkpoint = _read(path, list(safe_globals))
+    with torch.device("meta"):
+        model = MagvitTokenizer(config)
+    model.load_state_dict(_matching_weights(path, checkpoint, model, weights), strict=True, assign=True)
+    logger.info("loaded %s weights from %s (config %s)", weights, path, config.to_dict())
+    return model.eval()
+
+
+def _read(path: Path, safe_globals: list) -> Any:
+    with open(path, "rb") as handle:
+        head = handle.read(len(ZIP_MAGIC))
+    size = path.stat().st_size
+    if head != ZIP_MAGIC:
+        raise CheckpointError(
+            f"{path} ({size} bytes) is not a PyTorch checkpoint: it does not start like torch.save's zip format "
+            f"(first bytes {head!r}). Point the config at the .ckpt file, or delete it and rerun the download; a file "
+            "saved by torch < 1.6 (legacy format) must be re-saved with a current torch.save."
+        )
+    try:
+        with _allowing(safe_globals):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError) as err:
+        reason = _torch_reason(err)
+        rejected = re.search(r"GLOBAL ([\w.]+)", reason) if isinstance(err, pickle.UnpicklingError) else None
+        if rejected is None:
+            raise CheckpointError(
+                f"{path} ({size} bytes) cannot be read as a PyTorch checkpoint; it is probably truncated (an "
+                f"interrupted download or copy) or corrupted. Delete it and rerun the download. (torch: {reason})"
+            ) from err
+        name = rejected.group(1)
+        raise CheckpointError(
+            f"{path} contains a pickled object of type {name} besides tensors (e.g. Lightning hyper_parameters); "
+            "it is not unpickled because that could run arbitrary code. If you trust the file and that type is "
+            f"harmless, pass safe_globals=[{name}] to load_checkpoint; or, in a trusted session, load it once with "
+            "torch.load(weights_only=False) and write only its weights with trajbench.magvit.save_checkpoint. "
+            f"(torch: {reason})"
+        ) from err
+
+
+def _torch_reason(err: Exception) -> str:
+    """The informative line of a torch.load error (its weights-only messages end with generic advice)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [repr(err)]
+    return next((line for line in lines if "WeightsUnpickler error" in line), lines[-1])
+
+
+def _allowing(types: list) -> contextlib.AbstractContextManager:
+    """Allowlist ``types`` for one torch.load: scoped where torch has ``safe_globals`` (>= 2.5), else global."""
+    if not types:
+        return contextlib.nullcontext()
+    if hasattr(torch.serialization, "safe_globals"):
+        return torch.serialization.safe_globals(types)
+    torch.serialization.add_safe_globals(types)
+    return contextlib.nullcontext()
+
+
+def _matching_weights(path: Path, checkpoint: Any, model: nn.Module, weights: str) -> dict[str, torch.Tensor]:
+    """The chosen weight set under the model's keys; raises CheckpointError unless it matches key for key."""
+    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
+        found = sorted(map(str, checkpoint))[:20] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+        raise CheckpointError(
+            f"{path} is not a Lightning checkpoint of the MagVit tokenizer: expected a dict with a 'state_dict' dict, "
+            f"found {found}. Point the config at the authors' video_128_262144.ckpt or a file from save_checkpoint."
+        )
+    state = checkpoint["state_dict"]
+    expected = model.state_dict()
+    ema_block = EMA_PREFIX.rstrip(".")
+    if weights == "raw":
+        entries = {k: v for k, v in state.items() if not (k.startswith(EMA_PREFIX) or k == ema_block)}
+        source = {key: key for key in expected}
+    else:
+        nested = state.get(ema_block)
+        if isinstance(nested, Mapping):
+            entries = {EMA_PREFIX + k: v for k, v in nested.items()}
+        else:
+            entries = {k: v for k, v in state.items() if k.startswith(EMA_PREFIX)}
+        for name in EMA_BOOKKEEPING:
+            entries.pop(EMA_PREFIX + name, None)
+        if not entries:
+            raise CheckpointError(
+                f"{path} holds no EMA weights (no 'model_ema.*' entries, no nested 'model_ema' dict). Load its raw "
+                "weights with weights='raw' (tokenize.weights: raw), or use a checkpoint that has EMA weights."
+            )
+        # The dot-less names are mapped back through the model's own keys, which must not collide.
+        source = {key: ema_name(key) for key in expected}
+        if len(set(source.values())) != len(source):
+            raise CheckpointError(
+                f"{path}: the dot-less EMA names of {model.config.to_dict()} collide; load it with weights='raw'"
+            )
+    by_source = {name: key for key, name in source.items()}
+    missing = [source[key] for key in expected if source[key] not in entries]
+    unexpected = [name for name in entries if name not in by_source]
+    misshaped = [
+        f"{name}: file {_describe(value)}, model {tuple(expected[by_source[name]].shape)}"
+        for name, value in entries.items()
+        if name in by_source
+        and not (
+            isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and value.shape == expected[by_source[name]].shape
+        )
+    ]
+    if missing or unexpected or misshaped:
+        problems = [
+            f"{len(items)} {what}: {_listing(items)}"
+            for what, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+            if items
+        ]
+        raise CheckpointError(
+            f"{path}: the {weights} weights do not match the MagVit architecture {model.config.to_dict()}; "
+            + "; ".join(problems)
+            + ". Pass the config the checkpoint was made with (models.magvit.architecture), or the right file."
+        )
+    return {by_source[name]: value.float() for name, value in entries.items()}
+
+
+def _describe(value: Any) -> str:
+    if not isinstance(value, torch.Tensor):
+        return f"a {type(value).__name__}, not a tensor"
+    return str(tuple(value.shape)) + ("" if value.is_floating_point() else f" of {value.dtype}, not floating point")
+
+
+def _listing(items: list[str], limit: int = 12) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
