@@ -87,3 +87,13 @@ def test_semantic_errors_name_the_key(root, change, message):
     change(cfg)
     with pytest.raises(tb_config.ConfigError, match=message):
         tb_config.check(cfg)
+
+
+@pytest.mark.parametrize("ch_mult", [(1, 2, 2, 4), (1, 1, 2, 2), (1, 2), (2, 2, 2), (1,)])
+def test_compression_matches_the_model_config(ch_mult):
+    from trajbench.magvit import MagvitConfig
+
+    model = MagvitConfig(ch=32, ch_mult=ch_mult, resolution=32)
+    architecture = {"ch_mult": list(ch_mult)}
+    assert tb_config.magvit_temporal_compression(architecture) == model.temporal_compression
+    assert tb_config.magvit_spatial_compression(architecture) == model.spatial_compression

@@ -1,6 +1,7 @@
 """The workflow as a reviewer meets it: dry runs, lint, formatting, environments, and the demo end to end."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -47,6 +48,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "workflow", "config", "envs", "profiles", "src"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
@@ -186,3 +188,51 @@ def test_rerun_redoes_only_what_changed(demo):
     plan = _rerun_plan(demo, "models:\n  clip:\n    architecture:\n      projection_dim: 8\n")
     assert plan == {"make_standin_weights": 1, "download_weights": 1, "extract_features": 2, "probe": 2,
                     "compare": 1, "summary": 1, "all": 1}
+
+
+def test_flipped_byte_in_weights_stops_the_stage_that_loads_them(demo, tmp_path):
+    work = tmp_path / "demo"
+    shutil.copytree(demo, work, symlinks=True)
+    weights = work / "resources/standins/clip/model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    proc = snakemake("--cores", "1", "--configfile", "config/demo.yaml", "-f", "results/features/clip/pretrained.npy",
+                     cwd=work, check=False)
+    assert proc.returncode != 0
+    log = (work / "logs/extract_features/clip/pretrained.log").read_text()
+    assert "model.safetensors" in log and "sha256" in log and "rerun download_weights" in log
+    assert not (work / "results/features/clip/pretrained.npy").exists()
+
+
+def test_real_config_resolves_all_three_repositories_offline(tmp_path):
+    """HF_HUB_OFFLINE=1 and HF_HUB_CACHE holding the three repositories: download_weights needs no network."""
+    from trajbench import standins
+
+    work = copy_workflow(tmp_path / "work")
+    made, cache = tmp_path / "made", tmp_path / "hf_cache"
+    standins.write_magvit_standin(made / "video_128_262144.ckpt", {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1,
+                                                                   "z_channels": 4, "resolution": 16}, seed=1)
+    standins.write_videomae_standin(made / "videomae", yaml.safe_load(
+        (ROOT / "config/demo.yaml").read_text())["models"]["videomae"]["architecture"], seed=1)
+    standins.write_clip_standin(made / "clip", yaml.safe_load(
+        (ROOT / "config/demo.yaml").read_text())["models"]["clip"]["architecture"], seed=1)
+    commits = {"TencentARC/Open-MAGVIT2-Tokenizer-262144-Video": "1" * 40, "MCG-NJU/videomae-base": "2" * 40,
+               "openai/clip-vit-base-patch32": "3" * 40}
+    standins.populate_hub_cache(cache, "TencentARC/Open-MAGVIT2-Tokenizer-262144-Video",
+                                {"video_128_262144.ckpt": made / "video_128_262144.ckpt"}, commits[
+                                    "TencentARC/Open-MAGVIT2-Tokenizer-262144-Video"])
+    for name, repo in (("videomae", "MCG-NJU/videomae-base"), ("clip", "openai/clip-vit-base-patch32")):
+        files = {p.name: p for p in (made / name).iterdir()}
+        standins.populate_hub_cache(cache, repo, files, commits[repo])
+    targets = [f"resources/weights/{m}/manifest.json" for m in ("magvit", "videomae", "clip")]
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *targets], cwd=work, text=True,
+                          capture_output=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lock = json.loads((work / "config/weights.lock").read_text())["models"]
+    for model, target in zip(("magvit", "videomae", "clip"), targets):
+        manifest = json.loads((work / target).read_text())
+        assert manifest["commit"] == commits[manifest["repo_id"]]
+        assert manifest["files"] and all(str(cache) in f["local_path"] for f in manifest["files"])
+        assert lock[model]["commit"] == manifest["commit"]

@@ -132,3 +132,11 @@ def feature_options(model):
             config["models"]["magvit"].get("architecture", {}).get("z_channels", 18)
         )
     return options
+
+
+# A token for gated repositories comes from the environment only. Declared when set, so that Snakemake passes it
+# to jobs on other machines; not required, since the default repositories are public.
+if os.getenv("HF_TOKEN"):
+
+    envvars:
+        "HF_TOKEN",
