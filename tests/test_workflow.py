@@ -236,3 +236,31 @@ def test_real_config_resolves_all_three_repositories_offline(tmp_path):
         assert manifest["commit"] == commits[manifest["repo_id"]]
         assert manifest["files"] and all(str(cache) in f["local_path"] for f in manifest["files"])
         assert lock[model]["commit"] == manifest["commit"]
+    # A new revision of one model reruns that model's download only (and, in a full run, its branch).
+    (work / "change.yaml").write_text(f"models:\n  clip:\n    revision: '{'4' * 40}'\n")
+    plan = snakemake("-n", *targets, "--configfile", "config/config.yaml", "change.yaml", cwd=work).stdout
+    assert job_counts(plan) == {"download_weights": 1} and "wildcards: model=clip" in plan
+
+
+def test_broken_flash_attn_falls_back_and_the_models_still_run(demo, tmp_path):
+    """A flash-attn whose binary fails with the torch-ABI error, first on PYTHONPATH (a source build without
+    metadata, which transformers 5.x imports while importing any model): the check names the class and remedy,
+    chooses sdpa, and the transformers stages still run."""
+    work = tmp_path / "demo"
+    shutil.copytree(demo, work, symlinks=True)
+    broken = tmp_path / "broken"
+    (broken / "flash_attn").mkdir(parents=True)
+    (broken / "flash_attn/__init__.py").write_text(
+        "raise ImportError('/site-packages/flash_attn_2_cuda.cpython-311-x86_64-linux-gnu.so: "
+        "undefined symbol: _ZNK3c106SymInt6sym_neERKS0_')\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "-R", "check_environment",
+         "results/features/clip/pretrained.npy", "--configfile", "config/demo.yaml"],
+        cwd=work, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(broken), os.environ.get("PYTHONPATH", "")])})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((work / "results/env/environment.json").read_text())
+    flash = report["probes"]["flash_attn"]
+    assert flash["class"] == "flash_attn_abi" and "--no-build-isolation" in flash["remedy"]
+    assert report["choice"]["attention"] == "sdpa" and report["choice"]["hidden_modules"] == ["flash_attn"]
+    assert "hidden from this job" in (work / "logs/extract_features/clip/pretrained.log").read_text()

@@ -1,4 +1,6 @@
 rule make_standin_weights:
+    input:
+        env=ENV_JSON,
     output:
         directory("resources/standins/{model}"),
     log:
