@@ -47,10 +47,10 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def copy_workflow(dest: Path) -> Path:
+def copy_workflow(dest: Path, source: Path = ROOT) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "workflow", "config", "envs", "profiles", "src"):
-        src = ROOT / name
+        src = source / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
     return dest
 
@@ -264,3 +264,83 @@ def test_broken_flash_attn_falls_back_and_the_models_still_run(demo, tmp_path):
     assert flash["class"] == "flash_attn_abi" and "--no-build-isolation" in flash["remedy"]
     assert report["choice"]["attention"] == "sdpa" and report["choice"]["hidden_modules"] == ["flash_attn"]
     assert "hidden from this job" in (work / "logs/extract_features/clip/pretrained.log").read_text()
+
+
+# --- faults: kill and resume, concurrent runs ------------------------------------------------------------------------
+
+# Outputs whose bytes must equal an uninterrupted run's (the rest hold timings or absolute paths).
+DETERMINISTIC = ["results/data/videos.npy", "results/data/labels.csv", "results/data/preview.png",
+                 "results/magvit/*/tokens.npy", "results/magvit/*/reconstructions.npy", "results/magvit/*/metrics.csv",
+                 "results/features/*/*.npy", "results/probes/*/*.json", "results/probes/*/*.csv",
+                 "results/comparisons/*", "results/figures/*.png", "results/summary.md"]
+
+
+def _start(work: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile",
+                             "config/demo.yaml"], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def _wait_for(path_glob: str, work: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not list(work.glob(path_glob)):
+        assert proc.poll() is None, f"run ended before {path_glob} appeared:\n{proc.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"{path_glob} did not appear"
+        time.sleep(0.2)
+
+
+def test_killed_runs_resume_to_the_same_results(demo, tmp_path):
+    """SIGKILL the whole run (as a preempted instance does) while it renders, tokenizes, extracts features and
+    probes; after each kill `snakemake --unlock` and the README's command resume it. The final outputs equal an
+    uninterrupted run's, byte for byte."""
+    import signal
+    import time
+
+    work = copy_workflow(tmp_path / "work", source=demo)  # the very code of the reference run
+    for stage_log in ("logs/render_videos/*.log", "logs/tokenize/*.log", "logs/extract_features/*/*.log",
+                      "logs/probe/*/*.log"):
+        proc = _start(work)
+        _wait_for(stage_log, work, proc)
+        time.sleep(1.0)  # into the job's work, not only its start
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        snakemake("--unlock", "--configfile", "config/demo.yaml", cwd=work)
+    snakemake("--cores", "2", "--configfile", "config/demo.yaml", cwd=work, timeout=1200)
+
+    compared = 0
+    for pattern in DETERMINISTIC:
+        reference = sorted(demo.glob(pattern))
+        assert reference, pattern
+        for ref in reference:
+            got = work / ref.relative_to(demo)
+            assert got.read_bytes() == ref.read_bytes(), f"{got.relative_to(work)} differs after kill and resume"
+            compared += 1
+    assert compared > 40
+    leftovers = [p for p in work.rglob("*") if ".tmp" in p.name and ".snakemake" not in p.parts]
+    assert not leftovers, leftovers
+
+
+def test_second_run_in_the_same_folder_is_refused(demo, tmp_path):
+    work = tmp_path / "demo"
+    shutil.copytree(demo, work, symlinks=True)
+    before = {p: p.read_bytes() for p in work.glob("results/comparisons/*")}
+    first = _start(work, "-R", "probe")
+    _wait_for("logs/probe/*/*.log", work, first)
+    second = snakemake("--cores", "1", "--configfile", "config/demo.yaml", cwd=work, check=False)
+    assert second.returncode != 0
+    assert "cannot be locked" in second.stdout + second.stderr
+    assert first.wait(timeout=900) == 0, first.stdout.read()[-3000:]
+    assert {p: p.read_bytes() for p in work.glob("results/comparisons/*")} == before
+
+
+def test_editing_library_code_reruns_the_rules_that_use_it(demo):
+    module = demo / "src/trajbench/probe.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# an edit that may change results\n")
+        assert _rerun_plan(demo, "{}\n") == {"probe": 8, "compare": 1, "summary": 1, "all": 1}
+    finally:
+        module.write_text(original)
+    assert _rerun_plan(demo, "{}\n") == {}

@@ -406,15 +406,13 @@ def class_gifs(videos: np.ndarray, table: pd.DataFrame, folder: str | Path, scal
     """One looping animated GIF per class (its first video), upscaled for viewing."""
     from PIL import Image
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for index in _first_of_each_class(table):
-        name = table.loc[table["index"] == index, "class_name"].iloc[0]
-        frames = [Image.fromarray(np.asarray(f)).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
-                  for f in videos[index]]
-        path = folder / f"{name}.gif"
-        with io.atomic_path(path) as tmp:
-            frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
-        written.append(path)
-    return written
+    names = []
+    with io.atomic_dir(folder) as tmp:
+        for index in _first_of_each_class(table):
+            name = table.loc[table["index"] == index, "class_name"].iloc[0]
+            frames = [Image.fromarray(np.asarray(f)).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
+                      for f in videos[index]]
+            frames[0].save(tmp / f"{name}.gif", format="GIF", save_all=True, append_images=frames[1:],
+                           duration=frame_ms, loop=0)
+            names.append(f"{name}.gif")
+    return [Path(folder) / name for name in names]

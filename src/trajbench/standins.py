@@ -21,14 +21,13 @@ import copy
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
 from trajbench import magvit
-from trajbench.io import atomic_path, sha256_file, write_text
+from trajbench.io import atomic_dir, atomic_path, sha256_file, write_text
 from trajbench.weights import git_blob_sha1, repo_cache_folder
 
 TINY_VIDEOMAE = {
@@ -147,15 +146,11 @@ def _merge(base: dict, overrides: dict) -> dict:
 
 
 def _save_pretrained(folder: str | os.PathLike, *savables: Any) -> Path:
-    """``save_pretrained`` every object into a scratch folder, then move each file in atomically."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as scratch:
+    """``save_pretrained`` every object into a scratch folder that becomes ``folder`` only when all are written."""
+    with atomic_dir(folder) as scratch:
         for savable in savables:
             savable.save_pretrained(scratch)
-        for src in sorted(Path(scratch).iterdir()):
-            _copy_atomic(src, folder / src.name)
-    return folder
+    return Path(folder)
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:

@@ -1,0 +1,71 @@
+"""Atomic outputs: a writer that fails (a full disk, a kill) leaves the old file or none, never a partial one."""
+
+import errno
+import stat
+
+import numpy as np
+import pytest
+
+from trajbench import io
+
+
+def _disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "out" / "table.csv"
+    with pytest.raises(OSError, match="No space left"):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("index,label\n0,")  # half written when the disk fills
+            _disk_full()
+    assert not target.exists()
+    assert list((tmp_path / "out").iterdir()) == []  # no temporary file either
+
+
+def test_failed_write_keeps_the_previous_complete_file(tmp_path, monkeypatch):
+    target = tmp_path / "tokens.npy"
+    io.save_npy(target, np.arange(6))
+
+    def partial_save(file, array, **kwargs):
+        with open(file, "wb") as handle:
+            handle.write(b"\x93NUMPY")  # a header and nothing more
+        _disk_full()
+
+    monkeypatch.setattr(np, "save", partial_save)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_npy(target, np.arange(1000))
+    monkeypatch.undo()
+    assert np.load(target).tolist() == list(range(6))
+    assert [p.name for p in tmp_path.iterdir()] == ["tokens.npy"]
+
+
+def test_atomic_dir_is_whole_or_absent(tmp_path):
+    folder = tmp_path / "model"
+    with pytest.raises(KeyboardInterrupt):
+        with io.atomic_dir(folder) as tmp:
+            (tmp / "config.json").write_text("{}")
+            raise KeyboardInterrupt  # killed between two files
+    assert not folder.exists() and list(tmp_path.iterdir()) == []
+
+    with io.atomic_dir(folder) as tmp:
+        (tmp / "config.json").write_text("{}")
+        (tmp / "model.safetensors").write_bytes(b"1")
+    with io.atomic_dir(folder) as tmp:  # a rerun replaces the folder whole
+        (tmp / "config.json").write_text('{"v": 2}')
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
+    assert (folder / "config.json").read_text() == '{"v": 2}'
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_outputs_get_the_users_permissions(tmp_path):
+    io.write_text(tmp_path / "a.txt", "x")  # not mkstemp's private 0600
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~io._UMASK
+
+
+def test_sha256_streams(tmp_path):
+    path = tmp_path / "blob"
+    path.write_bytes(b"abc" * 1000)
+    import hashlib
+
+    assert io.sha256_file(path, chunk_size=7) == hashlib.sha256(b"abc" * 1000).hexdigest()
