@@ -326,9 +326,11 @@ def test_second_run_in_the_same_folder_is_refused(demo, tmp_path):
     work = tmp_path / "demo"
     shutil.copytree(demo, work, symlinks=True)
     before = {p: p.read_bytes() for p in work.glob("results/comparisons/*")}
+    shutil.rmtree(work / "logs/probe")  # so that the wait below sees the first run's jobs start
     first = _start(work, "-R", "probe")
     _wait_for("logs/probe/*/*.log", work, first)
-    second = snakemake("--cores", "1", "--configfile", "config/demo.yaml", cwd=work, check=False)
+    # The same command again, as a second terminal would start it.
+    second = snakemake("--cores", "1", "-R", "probe", "--configfile", "config/demo.yaml", cwd=work, check=False)
     assert second.returncode != 0
     assert "cannot be locked" in second.stdout + second.stderr
     assert first.wait(timeout=900) == 0, first.stdout.read()[-3000:]
