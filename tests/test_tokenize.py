@@ -1,16 +1,22 @@
-"""trajbench.tokenize.tokenize_videos on a tiny model: shapes, windows, determinism, batching."""
+"""trajbench.tokenize on a tiny model: shapes, windows, determinism, batching; optimized vs reference mode, the
+torch.compile wiring and fallback; smoke runs of the GPU benchmark scripts on the CPU."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import ROOT
 from trajbench.magvit import MagvitConfig, build_model, to_model_range, to_uint8
-from trajbench.tokenize import _precision, tokenize_videos
+from trajbench.tokenize import _cudnn_benchmark, _precision, session, tokenize_videos
 
 # temporal compression 2, spatial 4: a 5-frame 8x8 clip has 3x2x2 tokens
 CONFIG = MagvitConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=6, resolution=8)
@@ -105,3 +111,205 @@ def test_accelerators_autocast_in_the_requested_dtype():
         context = _precision("cuda:0", torch.bfloat16)
     assert isinstance(context, torch.autocast) and context.device == "cuda" and context.fast_dtype == torch.bfloat16
     assert not isinstance(_precision("cuda:0", torch.float32), torch.autocast)
+
+
+# --- modes: optimized vs reference, torch.compile wiring and fallback, cuDNN flag -----------------------------------
+
+
+class EncoderSpy:
+    """Records each encoder input: (batch, channels-last?) and whether the first conv's weight is channels-last."""
+
+    def __init__(self, model):
+        self.calls = []
+        self.handle = model.encoder.register_forward_pre_hook(self.record)
+        self.weight = model.encoder.conv_in.conv_1.weight
+
+    def record(self, module, args):
+        (video,) = args
+        last = torch.channels_last_3d
+        self.calls.append((len(video), video.is_contiguous(memory_format=last) and not video.is_contiguous(),
+                           self.weight.is_contiguous(memory_format=last) and not self.weight.is_contiguous()))
+
+    def take(self):
+        calls, self.calls = self.calls, []
+        return calls
+
+
+@pytest.fixture
+def spy(model):
+    spy = EncoderSpy(model)
+    yield spy
+    spy.handle.remove()
+
+
+def test_optimized_matches_reference_on_cpu(model, videos, spy):
+    latent = direct(model, videos.reshape(6, 5, 8, 8, 3))[0]
+    # No latent value within rounding distance of 0, so every token must agree, not only the stable ones.
+    assert latent.abs().min() > SIGN_MARGIN
+    spy.take()  # forget that direct call
+    ref_indices, ref_recon = run(model, videos, batch_size=3, window=5, mode="reference")
+    # reference: one clip (its 2 windows) per pass whatever batch_size says, contiguous inputs and weights
+    assert spy.take() == [(2, False, False)] * 3
+    indices, recon = run(model, videos, batch_size=3, window=5, mode="optimized")
+    # optimized: 3 clips per pass, channels-last inputs and weights
+    assert spy.take() == [(6, True, True)]
+    assert indices.dtype == ref_indices.dtype and np.array_equal(indices, ref_indices)
+    assert np.abs(recon.astype(int) - ref_recon).max() <= 1
+    # and the reference is the model itself, clip by clip
+    for clip in range(3):
+        _, want_indices, want_recon = direct(model, videos[clip].reshape(2, 5, 8, 8, 3))
+        assert np.array_equal(ref_indices[clip], want_indices.reshape(6, 2, 2))
+        assert np.abs(ref_recon[clip].astype(int) - want_recon.reshape(10, 8, 8, 3)).max() <= 1
+
+
+def test_session_memory_format_override(model, videos, spy):
+    clips = torch.from_numpy(videos[:2, :5].copy())
+    with tokenize_session(model, memory_format=torch.contiguous_format) as prepared:
+        quantized, indices = prepared.encode(clips)
+        recon = prepared.decode(quantized)
+    assert spy.take() == [(2, False, False)]
+    want = run(model, videos[:2, :5], batch_size=2)
+    assert spy.take() == [(2, True, True)]
+    latent = direct(model, videos[:2, :5])[0]
+    assert_same_tokens(indices.numpy(), want[0], latent)
+    assert np.abs(recon.numpy().astype(int) - want[1]).max() <= 1
+
+
+def test_reference_mode_ignores_dtype_and_batch_size(model, videos, caplog):
+    want = run(model, videos[:, :5], batch_size=1, mode="reference")
+    with caplog.at_level(logging.INFO, logger="trajbench.tokenize"):
+        got = tokenize_videos(model, videos[:, :5], 3, "cpu", torch.bfloat16, mode="reference")
+    for a, b in zip(want, got):
+        assert a.tobytes() == b.tobytes()
+    assert "reference mode runs float32, one clip per pass; not used: dtype torch.bfloat16, batch_size 3" in caplog.text
+
+
+def test_invalid_modes(model, videos):
+    with pytest.raises(ValueError, match=r"tokenize mode must be one of \['optimized', 'reference'\], got 'fast'"):
+        run(model, videos[:, :5], mode="fast")
+    with pytest.raises(ValueError, match="compile=True needs mode='optimized'"):
+        run(model, videos[:, :5], mode="reference", compile=True)
+
+
+def fake_compile(behaviour, calls):
+    """A stand-in for torch.compile (the real one needs minutes and a C compiler on the CPU)."""
+
+    def fake(fn, **kwargs):
+        calls.append(kwargs)
+        if behaviour == "fails when wrapping":
+            raise RuntimeError("Python 3.99 is not supported by torch.compile")
+        if behaviour == "fails at the first call":
+            def broken(*args):
+                raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found\nmore detail")
+            return broken
+        if behaviour == "runs out of memory":
+            def oom(*args):
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            return oom
+        return fn
+
+    return fake
+
+
+def test_compile_pads_the_last_batch_to_one_static_shape(model, videos, spy, monkeypatch):
+    eager = run(model, videos[:, :5], batch_size=2)
+    assert spy.take() == [(2, True, True), (1, True, True)]
+    calls = []
+    monkeypatch.setattr(torch, "compile", fake_compile("works", calls))
+    compiled = run(model, videos[:, :5], batch_size=2, compile=True)
+    assert calls == [{"dynamic": False}] * 2  # encode and decode
+    assert spy.take() == [(2, True, True), (2, True, True)]  # the last clip padded with a blank one
+    latent = direct(model, videos[:, :5])[0]
+    assert_same_tokens(compiled[0], eager[0], latent)
+    assert np.abs(compiled[1].astype(int) - eager[1]).max() <= 1
+    with tokenize_session(model, compile=True) as prepared:
+        assert prepared.compiled and prepared.fixed_batch
+
+
+@pytest.mark.parametrize("behaviour", ["fails when wrapping", "fails at the first call"])
+def test_compile_failure_falls_back_to_eager(model, videos, monkeypatch, caplog, behaviour):
+    eager = run(model, videos[:, :5], batch_size=3)
+    monkeypatch.setattr(torch, "compile", fake_compile(behaviour, []))
+    with caplog.at_level(logging.WARNING, logger="trajbench.tokenize"):
+        fallback = run(model, videos[:, :5], batch_size=3, compile=True)
+    for a, b in zip(eager, fallback):
+        assert a.tobytes() == b.tobytes()
+    reason = "Python 3.99 is not supported" if behaviour == "fails when wrapping" else "InvalidCxxCompiler: no working"
+    for part in ("encode", "decode"):
+        assert f"torch.compile of MagVit {part} failed (RuntimeError: {reason}" in caplog.text
+    assert "more detail" not in caplog.text and "running it eagerly" in caplog.text
+    with tokenize_session(model, compile=True) as prepared:
+        prepared.decode(prepared.encode(torch.from_numpy(videos[:1, :5].copy()))[0])
+        assert not prepared.compiled
+
+
+def test_compiled_out_of_memory_is_not_hidden(model, videos, monkeypatch):
+    monkeypatch.setattr(torch, "compile", fake_compile("runs out of memory", []))
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="Tried to allocate"):
+        run(model, videos[:, :5], compile=True)
+
+
+def test_cudnn_benchmark_is_scoped():
+    previous = torch.backends.cudnn.benchmark
+    try:
+        for outer in (False, True):
+            torch.backends.cudnn.benchmark = outer
+            for inner in (False, True):
+                with _cudnn_benchmark(inner):
+                    assert torch.backends.cudnn.benchmark is inner
+                assert torch.backends.cudnn.benchmark is outer
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def tokenize_session(model, **kwargs):
+    return session(model, "cpu", torch.float32, 2, **kwargs)
+
+
+# --- the GPU benchmark scripts, smoke-run on the CPU so that they cannot rot ------------------------------------------
+
+
+def smoke_run(script, tmp_path):
+    out = tmp_path / f"{script}.json"
+    # One thread: two torch threads on a 2-core machine that is busy with other work run many times slower.
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, f"benchmarks/{script}.py", "--quick", "--device", "cpu", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_magvit_gpu_benchmark_smoke_run(tmp_path):
+    stdout, result = smoke_run("magvit_gpu", tmp_path)
+    rows = result["rows"]
+    assert [(row["mode"], row["batch"], row["memory_format"], row["status"]) for row in rows] == [
+        ("reference", 1, "contiguous_format", "ok"),
+        ("optimized", 2, "channels_last_3d", "ok"),
+        ("optimized", 2, "contiguous_format", "ok"),  # the layout ablation
+        ("optimized", 1, "channels_last_3d", "ok"),
+    ]
+    flop = result["tflop_per_clip"]
+    assert 0 < flop["encode"] < flop["encode_decode"]
+    assert result["matmul_peak"]["tflops"] > 0 and result["matmul_peak"]["dtype"] == "float32"
+    for row in rows:
+        assert row["encode_clips_per_s"] > 0 and row["encode_decode_clips_per_s"] > 0
+        assert row["encode_decode_tflops"] == pytest.approx(row["encode_decode_clips_per_s"] * flop["encode_decode"])
+        # on the CPU both modes compute in float32: the same tokens, reconstructions within a uint8 level
+        assert row["token_agreement"] >= 0.999 and abs(row["psnr_minus_reference_db"]) < 0.01
+    assert result["summary"]["speedup"] > 0
+    assert "| reference | False | 1 | float32 |" in stdout and "| optimized | False | 2 | float32 |" in stdout
+
+
+def test_features_gpu_benchmark_smoke_run(tmp_path):
+    stdout, result = smoke_run("features_gpu", tmp_path)
+    rows = {(row["network"], row["attention"], row["batch"]): row for row in result["rows"]}
+    for network in ("videomae-base", "clip-vit-b32"):
+        processor = next(row for key, row in rows.items() if key[0] == network and key[1].startswith("processor"))
+        assert processor["clips_per_s"] > 0
+        eager, sdpa = rows[(network, "eager", 2)], rows[(network, "sdpa", 2)]
+        assert eager["status"] == sdpa["status"] == "ok" and eager["clips_per_s"] > 0 and sdpa["clips_per_s"] > 0
+        assert sdpa["max_rel_diff_vs_eager"] < 1e-4  # float32: the same function, another kernel
+        assert rows[(network, "flash_attention_2", None)]["status"].startswith("unavailable: ")  # no flash on a CPU
+    assert "| videomae-base | sdpa | 2 | float32 |" in stdout

@@ -574,8 +574,7 @@ def _check_labels(labels: pd.DataFrame, n: int) -> None:
 
 
 def _versions() -> dict[str, str]:
-    import sklearn
-    import transformers
+    # Package metadata, not imports: importing transformers only for its version costs seconds per job.
+    from importlib.metadata import version
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__}  # fmt: skip
+    return {name: version(name) for name in ("torch", "transformers", "numpy", "scikit-learn")}

@@ -1,15 +1,29 @@
-"""Running the MagVit tokenizer over a dataset of clips: token indices and reconstructions, batch by batch."""
+"""Running the MagVit tokenizer over a dataset of clips: token indices and reconstructions, batch by batch.
+
+Two modes (``mode=``):
+
+- ``"reference"``: what the authors' inference loop does: float32, eager, one clip per forward pass, no autocast,
+  cuDNN autotuning off, contiguous (NCDHW) memory. ``dtype``, ``batch_size`` and ``compile`` do not apply.
+- ``"optimized"`` (default): the given batch size, channels-last 3D memory format for the weights and the inputs
+  (what cuDNN's tensor-core convolutions and the CPU's oneDNN kernels prefer), on CUDA autocast in ``dtype``
+  (bfloat16/float16) and ``torch.backends.cudnn.benchmark`` on, optionally ``torch.compile``. On the CPU it runs in
+  float32 and gives the same tokens as the reference.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from trajbench.logs import Progress
 from trajbench.magvit import MagvitTokenizer, to_model_range, to_uint8
+
+MODES = ("optimized", "reference")
 
 
 def tokenize_videos(
@@ -20,6 +34,9 @@ def tokenize_videos(
     dtype: torch.dtype,
     window: int | None = None,
     logger: logging.Logger | None = None,
+    *,
+    mode: str = "optimized",
+    compile: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Token indices and reconstructions of uint8 clips ``(N, T, H, W, 3)``.
 
@@ -29,8 +46,8 @@ def tokenize_videos(
     never silently dropped. ``batch_size`` counts clips per forward pass (each brings ``T / window`` windows).
 
     ``videos`` may be a read-only memmap: only one batch at a time is read and converted to float. The model is moved
-    to ``device`` and run under ``torch.inference_mode``; on CUDA with ``dtype`` bfloat16/float16 under autocast,
-    on CPU in float32 only.
+    to ``device`` (and the mode's memory format) in place and run under ``torch.inference_mode``. ``mode`` and
+    ``compile``: see the module docstring and `session`.
 
     Returns ``indices`` int32 ``(N, (T / window) * T', H', W')`` (windows in time order, T' latent frames each) and
     ``reconstructions`` uint8 ``(N, T, H, W, 3)``.
@@ -44,7 +61,6 @@ def tokenize_videos(
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    precision = _precision(device, dtype)
     n_clips, frames, height, width, channels = videos.shape
     window = frames if window is None else window
     latent_frames = config.latent_frames(window)  # raises unless window = 1 + k * temporal_compression
@@ -58,22 +74,165 @@ def tokenize_videos(
 
     indices = np.empty((n_clips, n_windows * latent_frames, height // scale, width // scale), dtype=np.int32)
     reconstructions = np.empty(videos.shape, dtype=np.uint8)
-    model.to(device).eval()
-    progress = Progress(n_clips, "magvit tokenize", logger)
-    with torch.inference_mode(), precision:
-        for start in range(0, n_clips, batch_size):
-            batch = torch.from_numpy(np.array(videos[start : start + batch_size]))  # reads one batch off the memmap
+    # Never more clips per pass than there are: a compiled model would otherwise run padding only.
+    batch_size = max(1, min(batch_size, n_clips))
+    with session(model, device, dtype, batch_size, mode=mode, compile=compile, logger=logger) as run:
+        progress = Progress(n_clips, "magvit tokenize", logger)
+        for start in range(0, n_clips, run.batch_size):
+            batch = torch.from_numpy(np.array(videos[start : start + run.batch_size]))  # one batch off the memmap
             count = len(batch)
-            clips = batch.to(device).reshape(count * n_windows, window, height, width, channels)
-            _, quantized, tokens = model.encode(to_model_range(clips))
-            recon = to_uint8(model.decode(quantized))
+            clips = batch.to(run.device).reshape(count * n_windows, window, height, width, channels)
+            if run.fixed_batch and count < run.batch_size:
+                # A compiled model recompiles for every new shape; blank clips fill the last batch instead.
+                blank = clips.new_zeros(((run.batch_size - count) * n_windows, *clips.shape[1:]))
+                clips = torch.cat([clips, blank])
+            quantized, tokens = run.encode(clips)
+            recon = run.decode(quantized)[: count * n_windows]
+            tokens = tokens[: count * n_windows]
             indices[start : start + count] = tokens.reshape(count, -1, *tokens.shape[2:]).cpu().numpy()
             reconstructions[start : start + count] = recon.reshape(count, frames, height, width, channels).cpu().numpy()
             progress.update(count)
     return indices, reconstructions
 
 
-def _precision(device: str, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+@dataclass
+class Session:
+    """A model prepared by `session`: encodes and decodes uint8 clips that are already on ``device``."""
+
+    device: torch.device
+    batch_size: int  # clips per forward pass (1 in reference mode)
+    fixed_batch: bool  # compiled: every pass must have batch_size clips (pad the last one)
+    memory_format: torch.memory_format
+    encode_fn: Callable
+    decode_fn: Callable
+
+    def encode(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 clips ``(B, T, H, W, C)`` -> (quantized latent +/-1 ``(B, z, T', H', W')``, int64 indices)."""
+        video = to_model_range(clips).contiguous(memory_format=self.memory_format)
+        _, quantized, indices = self.encode_fn(video)
+        return quantized, indices
+
+    def decode(self, quantized: torch.Tensor) -> torch.Tensor:
+        """Quantized latent -> uint8 reconstruction ``(B, T, H, W, C)``."""
+        return to_uint8(self.decode_fn(quantized))
+
+    @property
+    def compiled(self) -> bool:
+        """Whether encode and decode run torch.compile'd code (False without compile or after a fallback)."""
+        functions = (self.encode_fn, self.decode_fn)
+        return all(isinstance(fn, _CompiledOrEager) and fn.compiled is not None for fn in functions)
+
+
+@contextlib.contextmanager
+def session(
+    model: MagvitTokenizer,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    batch_size: int = 1,
+    *,
+    mode: str = "optimized",
+    compile: bool = False,
+    memory_format: torch.memory_format | None = None,
+    logger: logging.Logger | None = None,
+) -> Iterator[Session]:
+    """Prepare ``model`` for ``mode`` on ``device`` (in place) and hold the run's settings while the block runs.
+
+    Inside the block: ``torch.inference_mode``, the precision (autocast in ``dtype`` on accelerators in optimized
+    mode, else float32) and, on CUDA, ``torch.backends.cudnn.benchmark`` (on in optimized mode, off in reference
+    mode; the previous value is restored on exit). ``compile=True`` (optimized mode only) wraps encode and decode in
+    ``torch.compile`` with static shapes; if compiling fails, a warning is logged and they run eagerly.
+    ``memory_format`` overrides the mode's (channels-last 3D when optimized, else contiguous): a knob for benchmarks,
+    since CUDA's eager GroupNorm has long computed in contiguous memory only, which may cost channels-last its gain.
+    """
+    logger = logger or logging.getLogger(__name__)
+    if mode not in MODES:
+        raise ValueError(f"tokenize mode must be one of {list(MODES)}, got {mode!r} (set tokenize.mode)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    optimized = mode == "optimized"
+    if not optimized:
+        if compile:
+            raise ValueError(
+                "tokenize: compile=True needs mode='optimized'; the reference mode runs eagerly, as the authors do "
+                "(set tokenize.compile: false or tokenize.mode: optimized)"
+            )
+        unused = [f"dtype {dtype}"] * (dtype != torch.float32) + [f"batch_size {batch_size}"] * (batch_size != 1)
+        if unused:
+            logger.info("reference mode runs float32, one clip per pass; not used: %s", ", ".join(unused))
+        dtype, batch_size = torch.float32, 1
+    precision = _precision(device, dtype)
+    if memory_format is None:
+        memory_format = torch.channels_last_3d if optimized else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format).eval()
+    encode_fn, decode_fn = model.encode, model.decode
+    if compile:
+        encode_fn = _CompiledOrEager(encode_fn, "encode", logger)
+        decode_fn = _CompiledOrEager(decode_fn, "decode", logger)
+    cudnn = _cudnn_benchmark(optimized) if device.type == "cuda" else contextlib.nullcontext()
+    logger.info(
+        "magvit tokenize: %s mode on %s, %s, %s, batch %d%s",
+        mode,
+        device,
+        "float32" if isinstance(precision, contextlib.nullcontext) else f"autocast {dtype}",
+        "channels-last 3D" if memory_format == torch.channels_last_3d else "contiguous",
+        batch_size,
+        ", torch.compile" if compile else "",
+    )
+    with torch.inference_mode(), precision, cudnn:
+        yield Session(device, batch_size, compile, memory_format, encode_fn, decode_fn)
+
+
+class _CompiledOrEager:
+    """``torch.compile(fn)``; if that fails, either when wrapping or at the first call (where compilation happens,
+    e.g. no C compiler or Triton), logs a warning and runs ``fn`` eagerly from then on."""
+
+    def __init__(self, fn: Callable, name: str, logger: logging.Logger):
+        self.fn, self.name, self.logger = fn, name, logger
+        self.first_call_done = False
+        try:
+            self.compiled = torch.compile(fn, dynamic=False)
+        except Exception as error:  # noqa: BLE001 - any failure to compile means: run eagerly
+            self._fall_back(error)
+
+    def __call__(self, *args):
+        if self.compiled is None:
+            return self.fn(*args)
+        if self.first_call_done:
+            return self.compiled(*args)
+        try:
+            result = self.compiled(*args)
+        except torch.cuda.OutOfMemoryError:
+            raise  # eager would run out of memory too: lower tokenize.batch_size
+        except Exception as error:  # noqa: BLE001
+            self._fall_back(error)
+            return self.fn(*args)
+        self.first_call_done = True
+        return result
+
+    def _fall_back(self, error: Exception) -> None:
+        self.compiled = None
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        self.logger.warning(
+            "torch.compile of MagVit %s failed (%s: %s); running it eagerly (set tokenize.compile: false to skip)",
+            self.name,
+            type(error).__name__,
+            first_line,
+        )
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """Set ``torch.backends.cudnn.benchmark`` for the block only: other stages in the process keep their setting."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def _precision(device: str | torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
     """Autocast in ``dtype`` on accelerators; float32 (no autocast) when ``dtype`` is float32 or on the CPU."""
     device_type = torch.device(device).type
     if dtype == torch.float32:

@@ -25,6 +25,8 @@ indices, reconstructions = tokenize_videos(
     dtype=choice.dtype,
     window=p.tokenize["window"],
     logger=logger,
+    mode=p.tokenize["mode"],
+    compile=p.tokenize["compile"],
 )
 io.save_npy(snakemake.output.tokens, indices)
 io.save_npy(snakemake.output.reconstructions, reconstructions)
@@ -36,7 +38,9 @@ io.write_json(
         "weights": p.tokenize["weights"] if p.init == "pretrained" else f"random (seed {p.tokenize['random_seed']})",
         "standin": bool(p.model_cfg.get("standin")),
         "device": choice.device,
-        "dtype": str(choice.dtype).removeprefix("torch."),
+        "dtype": "float32" if p.tokenize["mode"] == "reference" else str(choice.dtype).removeprefix("torch."),
+        "mode": p.tokenize["mode"],
+        "compile": p.tokenize["compile"],
         "tokens_shape": list(indices.shape),
     },
 )
