@@ -444,3 +444,13 @@ def test_git_blob_sha1_matches_git(tmp_path):
     # `git hash-object` of these two files
     assert weights.git_blob_sha1(tmp_path / "hello") == "ce013625030ba8dba906f756967f9e9ca394464a"
     assert weights.git_blob_sha1(tmp_path / "empty") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+
+
+def test_manifest_paths_inside_the_project_are_relative(tmp_path, monkeypatch):
+    """A copied or moved project folder must verify and load its own files, not the originals."""
+    monkeypatch.chdir(tmp_path)
+    _files(tmp_path / "resources" / "m", {"config.json": b"{}"})
+    manifest = fetch("clip", {"source": "local", "path": "resources/m"}, None, tmp_path / "weights.lock")
+    assert manifest["files"][0]["local_path"] == os.path.join("resources", "m", "config.json")
+    weights.write_manifest(manifest, tmp_path / "manifest.json")
+    assert weights.verify(tmp_path / "manifest.json")["model"] == "clip"

@@ -356,9 +356,16 @@ def _hash_files(model_name: str, files: dict[str, Path], logger: logging.Logger)
         logger.info("%s: hashing %s (%.1f MB)", model_name, name, size / 1e6)
         digest = sha256_file(path)
         _check_hub_hash(model_name, name, path, digest, size)
-        records.append({"path": name, "local_path": str(path), "size": size, "sha256": digest})
+        records.append({"path": name, "local_path": _portable(path), "size": size, "sha256": digest})
         progress.update(1)
     return records
+
+
+def _portable(path: Path) -> str:
+    """Relative to the working directory when inside it, so a moved or copied project folder keeps loading (and
+    verifying) its own files rather than those of the folder it came from; absolute otherwise (a shared cache)."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else str(path)
 
 
 def _check_hub_hash(model_name: str, name: str, path: Path, sha256: str, size: int) -> None:
