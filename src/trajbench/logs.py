@@ -18,7 +18,14 @@ def setup(log_path: str | None = None, level: int = logging.INFO) -> logging.Log
         force=True,
     )
     logging.captureWarnings(True)
-    return logging.getLogger("trajbench")
+    logger = logging.getLogger("trajbench")
+
+    def log_uncaught(kind, error, traceback):
+        # An error that stops a job belongs in the job's log, where Snakemake points the user, not only on stderr.
+        logger.critical("%s: %s", kind.__name__, error, exc_info=(kind, error, traceback))
+
+    sys.excepthook = log_uncaught
+    return logger
 
 
 class Progress:
