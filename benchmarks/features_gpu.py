@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from magvit_gpu import (
-    FULL_DATA, QUICK_DATA, elapsed_s, environment, print_environment, print_header, print_row, render_clips
+    FULL_DATA, QUICK_DATA, benchmark_device, elapsed_s, environment, print_environment, print_header, print_row,
+    render_clips,
 )
 from trajbench import io
 from trajbench.features import even_indices
@@ -63,9 +64,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every figure here (rewritten after each row)")
     args = parser.parse_args()
     started = time.perf_counter()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but torch.cuda.is_available() is False; for a smoke run: --quick --device cpu")
+    device = benchmark_device(args.device)
     dtype = getattr(torch, args.dtype) if device.type == "cuda" else torch.float32
     batches = [2] if args.quick else [int(b) for b in args.batches.split(",")]
     min_seconds = 0.0 if args.quick else args.min_seconds

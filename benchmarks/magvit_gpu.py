@@ -55,6 +55,14 @@ QUICK_MODEL = MagvitConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channel
 MATMUL_SIZES = {"full": (4096, 8192, 16384), "quick": (128,)}
 
 
+def benchmark_device(name: str) -> torch.device:
+    """The device to measure on; a clear exit where CUDA was asked for and is not there."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda, but torch.cuda.is_available() is False; for a smoke run: --quick --device cpu")
+    return device
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -70,9 +78,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every figure here (rewritten after each row)")
     args = parser.parse_args()
     started = time.perf_counter()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but torch.cuda.is_available() is False; for a smoke run: --quick --device cpu")
+    device = benchmark_device(args.device)
     on_cuda = device.type == "cuda"
     # Optimized mode computes in float32 on the CPU (trajbench.tokenize), so the peak is measured in float32 there.
     dtype = getattr(torch, args.dtype) if on_cuda else torch.float32
