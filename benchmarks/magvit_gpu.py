@@ -42,6 +42,7 @@ import torch
 
 from trajbench import io
 from trajbench.magvit import MagvitConfig, MagvitTokenizer, build_model, estimate_tflop, load_checkpoint
+from trajbench.metrics import psnr_from_mse_uint8
 from trajbench.render import DatasetConfig, render_video
 from trajbench.tokenize import session
 
@@ -292,8 +293,8 @@ def add_accuracy(row: dict, reference: dict, clips: np.ndarray) -> None:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    """PSNR over all the clips together, by the workflow's own formula (trajbench.metrics)."""
+    return psnr_from_mse_uint8(float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
 
 
 COLUMNS = (  # header, key, format
