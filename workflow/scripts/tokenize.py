@@ -12,8 +12,8 @@ environment.check_cpu_budget(
     p.allow_slow_cpu,
     f"MagVit ({p.init}) encode+decode of {len(videos)} clips",
 )
-manifest = weights.verify(snakemake.input.manifest)  # before any use, so a corrupt file stops every init
 if p.init == "pretrained":
+    manifest = weights.verify(snakemake.input.manifest)  # a corrupt file stops the job before the model loads
     model = magvit.load_checkpoint(weights.local_path(manifest), config, weights=p.tokenize["weights"])
 else:
     model = magvit.build_model(config, seed=p.tokenize["random_seed"])
