@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, copy_workflow, snakemake
 
 EXPECTED_RULES = {
     "check_environment",
@@ -27,32 +27,11 @@ EXPECTED_RULES = {
 }
 
 
-def snakemake(*args, cwd=ROOT, check=True, timeout=600):
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
 def job_counts(output: str) -> dict[str, int]:
     table = output.split("Job stats:")[1]
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
     counts.pop("total", None)
     return counts
-
-
-def copy_workflow(dest: Path, source: Path = ROOT) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "config", "envs", "profiles", "src"):
-        src = source / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
-    return dest
 
 
 @pytest.mark.parametrize("configfile", ["config/config.yaml", "config/demo.yaml"])
@@ -120,14 +99,6 @@ def test_conda_envs_agree_with_pyproject():
 
 MODEL_INITS = {("magvit", "pretrained"), ("magvit", "random"), ("videomae", "pretrained"), ("videomae", "random"),
                ("clip", "pretrained"), ("clip", "random"), ("pixels", "none"), ("oracle", "none")}
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """One full demo run in a fresh folder, shared by the tests below (a few minutes on two cores)."""
-    work = copy_workflow(tmp_path_factory.mktemp("demo"))
-    snakemake("--cores", "2", "--configfile", "config/demo.yaml", cwd=work, timeout=1200)
-    return work
 
 
 def test_demo_produces_summary_tables_figures(demo):

@@ -1,5 +1,5 @@
 from trajbench import environment, io, logs, magvit, render, weights
-from trajbench.tokenize import tokenize_videos
+from trajbench.tokenize import autocast_dtype, tokenize_videos
 
 logger = logs.setup(snakemake.log[0])
 p = snakemake.params
@@ -17,12 +17,13 @@ if p.init == "pretrained":
     model = magvit.load_checkpoint(weights.local_path(manifest), config, weights=p.tokenize["weights"])
 else:
     model = magvit.build_model(config, seed=p.tokenize["random_seed"])
+dtype = autocast_dtype(p.tokenize["dtype"], choice.device, choice.dtype)
 indices, reconstructions = tokenize_videos(
     model,
     videos,
     batch_size=p.tokenize["batch_size"],
     device=choice.device,
-    dtype=choice.dtype,
+    dtype=dtype,
     window=p.tokenize["window"],
     logger=logger,
     mode=p.tokenize["mode"],
@@ -38,7 +39,7 @@ io.write_json(
         "weights": p.tokenize["weights"] if p.init == "pretrained" else f"random (seed {p.tokenize['random_seed']})",
         "standin": bool(p.model_cfg.get("standin")),
         "device": choice.device,
-        "dtype": "float32" if p.tokenize["mode"] == "reference" else str(choice.dtype).removeprefix("torch."),
+        "dtype": "float32" if p.tokenize["mode"] == "reference" else str(dtype).removeprefix("torch."),
         "mode": p.tokenize["mode"],
         "compile": p.tokenize["compile"],
         "tokens_shape": list(indices.shape),
