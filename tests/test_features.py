@@ -140,6 +140,18 @@ def test_videomae_batch_size_does_not_change_features(videos, labels, videomae_d
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("model_name", ["videomae", "oracle"])
+def test_shards_give_the_same_bytes_as_one_job(model_name, videos, labels, videomae_dir):
+    run = lambda **kw: extract_features(model_name, "pretrained" if model_name == "videomae" else "none", videos,
+                                        labels, {}, weights_dir=videomae_dir, batch_size=2, **kw)  # fmt: skip
+    whole, meta = run()
+    parts = [run(clips=range(0, 2)), run(clips=range(2, 6))]
+    assert np.concatenate([p[0] for p in parts]).tobytes() == whole.tobytes()
+    assert [p[1]["clips"] for p in parts] == [[0, 2], [2, 6]] and meta["clips"] == [0, N]
+    with pytest.raises(FeatureError, match="not a consecutive range within the 6 videos"):
+        run(clips=range(4, 8))
+
+
 def test_videomae_decoder_groups_allowed_and_logged(videos, labels, videomae_dir, caplog):
     caplog.set_level(logging.INFO, logger="trajbench.features")
     _, meta = extract_features("videomae", "pretrained", videos[:2], labels[:2], {}, weights_dir=videomae_dir)

@@ -94,6 +94,13 @@ def test_batch_size_does_not_change_tokens(model, videos):
     assert np.abs(recon_one.astype(int) - recon_three).max() <= 1
 
 
+def test_shards_of_whole_batches_give_the_same_bytes(model, videos):
+    whole = run(model, videos, batch_size=2, window=5)
+    parts = [run(model, videos[:2], batch_size=2, window=5), run(model, videos[2:], batch_size=2, window=5)]
+    for k in range(2):
+        assert np.concatenate([part[k] for part in parts]).tobytes() == whole[k].tobytes()
+
+
 def test_invalid_requests(model, videos):
     with pytest.raises(ValueError, match="1 \\+ k\\*2 frames .* got 4"):
         run(model, videos[:, :8], window=4)

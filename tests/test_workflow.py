@@ -153,12 +153,12 @@ def test_rerun_redoes_only_what_changed(demo):
     assert _rerun_plan(demo, "probe:\n  seed: 1\n") == {"probe": 8, "compare": 1, "summary": 1, "all": 1}
     # The dataset: everything after rendering, but not the environment check or the weights.
     plan = _rerun_plan(demo, "dataset:\n  seed: 1\n")
-    assert plan["render_videos"] == 2 and plan["tokenize"] == 2 and plan["extract_features"] == 8
+    assert plan["render_videos"] == 2 and plan["tokenize"] == 4 and plan["extract_features"] == 8  # 2 shards x 2
     assert not {"check_environment", "download_weights", "make_standin_weights"} & set(plan)
     # One model's weights: only that model's branch.
     plan = _rerun_plan(demo, "models:\n  clip:\n    architecture:\n      projection_dim: 8\n")
-    assert plan == {"make_standin_weights": 1, "download_weights": 1, "extract_features": 2, "probe": 2,
-                    "compare": 1, "summary": 1, "all": 1}
+    assert plan == {"make_standin_weights": 1, "download_weights": 1, "extract_features": 2, "merge_features": 2,
+                    "probe": 2, "compare": 1, "summary": 1, "all": 1}
 
 
 def test_flipped_byte_in_weights_stops_the_stage_that_loads_them(demo, tmp_path):
@@ -171,7 +171,7 @@ def test_flipped_byte_in_weights_stops_the_stage_that_loads_them(demo, tmp_path)
     proc = snakemake("--cores", "1", "--configfile", "config/demo.yaml", "-f", "results/features/clip/pretrained.npy",
                      cwd=work, check=False)
     assert proc.returncode != 0
-    log = (work / "logs/extract_features/clip/pretrained.log").read_text()
+    log = (work / "logs/extract_features/clip/pretrained/0.log").read_text()
     assert "model.safetensors" in log and "sha256" in log and "rerun download_weights" in log
     assert not (work / "results/features/clip/pretrained.npy").exists()
 
@@ -234,7 +234,7 @@ def test_broken_flash_attn_falls_back_and_the_models_still_run(demo, tmp_path):
     flash = report["probes"]["flash_attn"]
     assert flash["class"] == "flash_attn_abi" and "--no-build-isolation" in flash["remedy"]
     assert report["choice"]["attention"] == "sdpa" and report["choice"]["hidden_modules"] == ["flash_attn"]
-    assert "hidden from this job" in (work / "logs/extract_features/clip/pretrained.log").read_text()
+    assert "hidden from this job" in (work / "logs/extract_features/clip/pretrained/0.log").read_text()
 
 
 # --- faults: kill and resume, concurrent runs ------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_killed_runs_resume_to_the_same_results(demo, tmp_path):
     import time
 
     work = copy_workflow(tmp_path / "work", source=demo)  # the very code of the reference run
-    for stage_log in ("logs/render_videos/*.log", "logs/tokenize/*.log", "logs/extract_features/*/*.log",
+    for stage_log in ("logs/render_videos/*.log", "logs/tokenize/*/*.log", "logs/extract_features/*/*/*.log",
                       "logs/probe/*/*.log"):
         proc = _start(work)
         _wait_for(stage_log, work, proc)

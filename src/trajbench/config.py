@@ -66,6 +66,14 @@ def check(config: dict) -> None:
     n_videos = len(ds["classes"]) * ds["videos_per_class"]
     if ds["shards"] > n_videos:
         raise ConfigError(f"dataset.shards ({ds['shards']}) exceeds the number of videos ({n_videos})")
+    for stage in ("tokenize", "features"):
+        batch_size, shards = config[stage]["batch_size"], config[stage]["shards"]
+        batches = -(-n_videos // batch_size)
+        if shards > batches:
+            raise ConfigError(
+                f"{stage}.shards ({shards}) exceeds the {batches} batches of {stage}.batch_size={batch_size} in "
+                f"{n_videos} videos: a shard is whole batches, so some would be empty; lower {stage}.shards"
+            )
 
     models = config["models"]
     for name, model in models.items():

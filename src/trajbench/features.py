@@ -94,11 +94,14 @@ def extract_features(
     batch_size: int = 8,
     seed: int = 0,
     logger: logging.Logger | None = None,
+    clips: range | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Features (N, D) float32 of every clip for ``model_name`` in {videomae, clip, magvit, pixels, oracle}.
 
     ``weights_dir`` is the transformers folder (config.json, weights, preprocessor_config.json) for videomae/clip;
     ``tokens`` the tokenize stage's indices (N, T', H', W') for magvit. See OPTIONS for each model's options.
+    ``clips`` (a shard, `trajbench.shards.clip_range`) restricts the work to those clips of the whole dataset given
+    in ``videos``, ``labels`` and ``tokens``; the features are then (len(clips), D).
     """
     logger = logger or log
     if model_name not in INITS:
@@ -110,6 +113,13 @@ def extract_features(
     _check_labels(labels, len(videos))
     if batch_size < 1:
         raise FeatureError(f"batch_size must be >= 1, got {batch_size}")
+    clips = range(len(videos)) if clips is None else clips
+    if clips.step != 1 or not 0 <= clips.start <= clips.stop <= len(videos):
+        raise FeatureError(f"clips {clips} is not a consecutive range within the {len(videos)} videos")
+    if tokens is not None and len(tokens) != len(videos):
+        raise FeatureError(f"{len(tokens)} clips of tokens for {len(videos)} videos; rerun rule tokenize")
+    videos, labels = videos[clips.start : clips.stop], labels.iloc[clips.start : clips.stop]
+    tokens = None if tokens is None else tokens[clips.start : clips.stop]
     # Only the networks use the device; the other extractors are cheap numpy/CPU work.
     device = torch.device(device if model_name in NETWORKS else "cpu")
     compute_dtype = dtype if device.type == "cuda" else torch.float32
@@ -145,6 +155,7 @@ def extract_features(
         dtype=str(compute_dtype).removeprefix("torch."),
         options=run.options,
         num_videos=int(features.shape[0]),
+        clips=[clips.start, clips.stop],
         dim=int(features.shape[1]),
         video_shape=list(videos.shape[1:]),
         versions=_versions(),

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import io
+from .shards import concatenate_npy
 
 log = logging.getLogger(__name__)
 
@@ -316,16 +317,7 @@ def write_table(df: pd.DataFrame, path: str | Path) -> None:
 def merge_shards(video_paths: list[str], table_paths: list[str], videos_out: str | Path,
                  table_out: str | Path) -> None:
     """Concatenate shards in order into one memory-mappable array, streaming shard by shard."""
-    arrays = [np.load(p, mmap_mode="r") for p in video_paths]
-    shape = (sum(a.shape[0] for a in arrays),) + arrays[0].shape[1:]
-    with io.atomic_path(videos_out) as tmp:
-        merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        start = 0
-        for a in arrays:
-            merged[start:start + len(a)] = a
-            start += len(a)
-        merged.flush()
-        del merged
+    concatenate_npy(video_paths, videos_out)
     # A class parameter absent from some shard comes back as NaN, as it is for that class in a single shard.
     table = pd.concat([pd.read_csv(p) for p in table_paths], ignore_index=True)
     if not (table["index"].to_numpy() == np.arange(len(table))).all():

@@ -15,6 +15,7 @@ os.environ.update(
 )
 
 from trajbench import config as tb_config  # noqa: E402
+from trajbench import shards as tb_shards  # noqa: E402
 
 try:
     tb_config.normalize(config)
@@ -26,6 +27,7 @@ except tb_config.ConfigError as err:
 MODELS = list(config["models"])
 WEIGHT_MODELS = [m for m in MODELS if config["models"][m]["source"] != "none"]
 SHARDS = list(range(config["dataset"]["shards"]))
+N_CLIPS = len(config["dataset"]["classes"]) * config["dataset"]["videos_per_class"]
 STANDIN = any(config["models"][m].get("standin") for m in MODELS)
 VIDEOS = "results/data/videos.npy"
 LABELS = "results/data/labels.csv"
@@ -96,23 +98,56 @@ def final_outputs():
     ]
 
 
-def shard_mb():
-    """Memory of one shard's videos in MB (uint8), for honest resource requests."""
+def stage_shards(stage, model="magvit"):
+    """Jobs a data-parallel stage is split into: tokenize.shards, features.shards for the networks (the other
+    extractors take seconds, so they stay one job)."""
+    if stage == "features" and model not in ("videomae", "clip"):
+        return 1
+    return config[stage]["shards"]
+
+
+def shard_clips(stage, shard, model="magvit"):
+    """[start, stop) of the clips of one shard job: whole batches, so any shard count gives the same bytes."""
+    clips = tb_shards.clip_range(
+        N_CLIPS, stage_shards(stage, model), config[stage]["batch_size"], int(shard)
+    )
+    return [clips.start, clips.stop]
+
+
+def clips_mb(clips):
+    """Memory of ``clips`` videos in MB (uint8), for honest resource requests."""
     ds = config["dataset"]
-    videos = len(ds["classes"]) * ds["videos_per_class"] / ds["shards"]
-    return int(videos * ds["frames"] * ds["size"] ** 2 * 3 / 1e6) + 1
+    return int(clips * ds["frames"] * ds["size"] ** 2 * 3 / 1e6) + 1
+
+
+def shard_mb():
+    return clips_mb(N_CLIPS / config["dataset"]["shards"])
 
 
 def dataset_mb():
-    return shard_mb() * config["dataset"]["shards"]
+    return clips_mb(N_CLIPS)
 
 
-def magvit_minutes():
-    """Runtime request for tokenize: ~10.7 TFLOP per 17x128x128 clip at a pessimistic 20 TFLOP/s, plus load."""
+def shard_size(stage, wildcards):
+    start, stop = shard_clips(
+        stage, wildcards.shard, getattr(wildcards, "model", "magvit")
+    )
+    return stop - start
+
+
+def magvit_minutes(clips):
+    """Runtime request for a tokenize job: ~10.7 TFLOP per 17x128x128 clip at a pessimistic 20 TFLOP/s (an H200
+    ran 132-393 TFLOP/s, benchmarks/README.md), plus 20 minutes to start, load and hash the weights.
+    """
     ds = config["dataset"]
-    clips = len(ds["classes"]) * ds["videos_per_class"]
     scale = ds["frames"] / 17 * (ds["size"] / 128) ** 2
     return int(20 + clips * scale * 10.7 / 20 / 60)
+
+
+def feature_minutes(clips):
+    """Runtime request for a feature job: the CPU image processors take ~60 ms a clip (benchmarks/README.md); a
+    pessimistic 0.5 s a clip plus 15 minutes to start and load."""
+    return int(15 + clips * 0.5 / 60)
 
 
 def feature_inputs(wildcards):

@@ -2,26 +2,58 @@ rule extract_features:
     input:
         unpack(feature_inputs),
     output:
-        features="results/features/{model}/{init}.npy",
-        meta="results/features/{model}/{init}.json",
+        features=temp("results/features/{model}/{init}/shards/{shard}/features.npy"),
+        meta=temp("results/features/{model}/{init}/shards/{shard}/features.json"),
     log:
-        "logs/extract_features/{model}/{init}.log",
+        "logs/extract_features/{model}/{init}/{shard}.log",
     benchmark:
-        "results/benchmarks/extract_features/{model}/{init}.tsv"
+        "results/benchmarks/extract_features/{model}/{init}/{shard}.tsv"
     conda:
         "../../envs/torch.yaml"
     # On CPU one thread each lets two extractions run side by side, which beats two threads for one.
     threads: lambda wc: 2 if uses_gpu() and wc.model in ("videomae", "clip") else 1
     resources:
         gpu=lambda wc: uses_gpu() if wc.model in ("videomae", "clip") else 0,
-        mem_mb=lambda wc: 4000 + 2 * dataset_mb(),
-        runtime=60,
+        mem_mb=lambda wc: 4000 + 2 * clips_mb(shard_size("features", wc)),
+        runtime=lambda wc: feature_minutes(shard_size("features", wc)),
     params:
         model=lambda wc: wc.model,
         init=lambda wc: wc.init,
+        clips=lambda wc: shard_clips("features", wc.shard, wc.model),
         options=lambda wc: feature_options(wc.model),
         batch_size=config["features"]["batch_size"],
         seed=config["features"]["random_seed"],
         code=code_version("features", "weights", "environment"),
     script:
         "../scripts/extract_features.py"
+
+
+rule merge_features:
+    input:
+        features=lambda wc: expand(
+            "results/features/{model}/{init}/shards/{shard}/features.npy",
+            shard=range(stage_shards("features", wc.model)),
+            **wc,
+        ),
+        meta=lambda wc: expand(
+            "results/features/{model}/{init}/shards/{shard}/features.json",
+            shard=range(stage_shards("features", wc.model)),
+            **wc,
+        ),
+    output:
+        features="results/features/{model}/{init}.npy",
+        meta="results/features/{model}/{init}.json",
+    log:
+        "logs/merge_features/{model}/{init}.log",
+    conda:
+        "../../envs/core.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        arrays=["features"],
+        what=lambda wc: f"features ({wc.model}/{wc.init})",
+        clips=N_CLIPS,
+        code=code_version("shards"),
+    script:
+        "../scripts/merge_shards.py"

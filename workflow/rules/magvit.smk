@@ -5,28 +5,64 @@ rule tokenize:
         env=ENV_JSON,
         manifest=manifest("magvit"),
     output:
-        tokens="results/magvit/{init}/tokens.npy",
-        reconstructions="results/magvit/{init}/reconstructions.npy",
-        meta="results/magvit/{init}/tokenize.json",
+        tokens=temp("results/magvit/{init}/shards/{shard}/tokens.npy"),
+        reconstructions=temp("results/magvit/{init}/shards/{shard}/reconstructions.npy"),
+        meta=temp("results/magvit/{init}/shards/{shard}/tokenize.json"),
     log:
-        "logs/tokenize/{init}.log",
+        "logs/tokenize/{init}/{shard}.log",
     benchmark:
-        "results/benchmarks/tokenize/{init}.tsv"
+        "results/benchmarks/tokenize/{init}/{shard}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    # On CPU one thread each lets shards run side by side.
+    threads: 2 if uses_gpu() else 1
     resources:
         gpu=uses_gpu(),
-        mem_mb=lambda wc: 6000 + 3 * dataset_mb(),
-        runtime=lambda wc: magvit_minutes(),
+        mem_mb=lambda wc: 6000 + 3 * clips_mb(shard_size("tokenize", wc)),
+        runtime=lambda wc: magvit_minutes(shard_size("tokenize", wc)),
     params:
         init=lambda wc: wc.init,
+        clips=lambda wc: shard_clips("tokenize", wc.shard),
         model_cfg=config["models"]["magvit"],
         tokenize=config["tokenize"],
         allow_slow_cpu=config["runtime"]["allow_slow_cpu"],
         code=code_version("magvit", "tokenize", "weights", "environment"),
     script:
         "../scripts/tokenize.py"
+
+
+rule merge_tokens:
+    input:
+        tokens=expand(
+            "results/magvit/{{init}}/shards/{shard}/tokens.npy",
+            shard=range(stage_shards("tokenize")),
+        ),
+        reconstructions=expand(
+            "results/magvit/{{init}}/shards/{shard}/reconstructions.npy",
+            shard=range(stage_shards("tokenize")),
+        ),
+        meta=expand(
+            "results/magvit/{{init}}/shards/{shard}/tokenize.json",
+            shard=range(stage_shards("tokenize")),
+        ),
+    output:
+        tokens="results/magvit/{init}/tokens.npy",
+        reconstructions="results/magvit/{init}/reconstructions.npy",
+        meta="results/magvit/{init}/tokenize.json",
+    log:
+        "logs/merge_tokens/{init}.log",
+    conda:
+        "../../envs/core.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=lambda wc: 10 + dataset_mb() // 1000,
+    params:
+        arrays=["tokens", "reconstructions"],
+        what=lambda wc: f"tokenize ({wc.init})",
+        clips=N_CLIPS,
+        code=code_version("shards"),
+    script:
+        "../scripts/merge_shards.py"
 
 
 rule reconstruction_metrics:

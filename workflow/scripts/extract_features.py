@@ -26,6 +26,7 @@ feats, meta = features.extract_features(
     batch_size=p.batch_size,
     seed=p.seed,
     logger=logger,
+    clips=range(*p.clips),
     **runtime,
 )
 io.save_npy(snakemake.output.features, feats)

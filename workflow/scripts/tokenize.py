@@ -5,6 +5,9 @@ logger = logs.setup(snakemake.log[0])
 p = snakemake.params
 choice = environment.load_choice(snakemake.input.env)
 videos, _ = render.load_dataset(snakemake.input.videos, snakemake.input.table)
+clips = range(*p.clips)
+logger.info("shard %s: clips %d..%d of %d", snakemake.wildcards.shard, clips.start, clips.stop - 1, len(videos))
+videos = videos[clips.start : clips.stop]
 config = magvit.MagvitConfig.from_dict(p.model_cfg.get("architecture", {}))
 environment.check_cpu_budget(
     choice.device,
@@ -42,6 +45,6 @@ io.write_json(
         "dtype": "float32" if p.tokenize["mode"] == "reference" else str(dtype).removeprefix("torch."),
         "mode": p.tokenize["mode"],
         "compile": p.tokenize["compile"],
-        "tokens_shape": list(indices.shape),
+        "clips": [clips.start, clips.stop],
     },
 )
