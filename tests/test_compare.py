@@ -10,6 +10,7 @@ from trajbench.metrics import PSNR_CAP_DB
 from trajbench.probe import FOLD_COLUMNS, ProbeResult
 
 T975_DF3 = 3.182446305284263  # scipy.stats.t.ppf(0.975, 3), from tables
+T975_DF2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2)
 NAMES = ["linear", "circle", "zigzag"]
 
 
@@ -40,43 +41,74 @@ def _folds(logreg_acc, knn_acc, shuffle_seed=None):
     return frame if shuffle_seed is None else frame.sample(frac=1, random_state=shuffle_seed)
 
 
-def test_pretrained_vs_random_pairs_by_split():
+def test_paired_inits_two_inits_pairs_by_split():
     pre, rnd = [0.9, 0.8, 0.85, 0.95], [0.7, 0.75, 0.8, 0.7]
     results = {("magvit", "pretrained"): _folds(pre, [0.1] * 4),
                ("magvit", "random"): _folds(rnd, [0.9] * 4, shuffle_seed=0),  # row order must not matter
                ("pixels", "none"): _folds(rnd, rnd)}
-    out = compare.pretrained_vs_random(results)
+    out = compare.paired_inits(results)
     assert out["model"].tolist() == ["magvit", "magvit"] and out["metric"].tolist() == ["accuracy", "macro_f1"]
+    assert out["comparison"].tolist() == ["pretrained − random"] * 2
     row = out.iloc[0]
     diffs = np.array(pre) - np.array(rnd)  # [0.2, 0.05, 0.05, 0.25]
     half = T975_DF3 * math.sqrt(diffs.var(ddof=1) * (1 / 4 + 20 / 80))  # Nadeau-Bengio corrected
     assert row["diff_mean"] == pytest.approx(0.1375)
     assert (row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx((0.1375 - half, 0.1375 + half))
-    assert (row["pretrained_mean"], row["random_mean"], row["n_splits"]) == pytest.approx((0.875, 0.7375, 4))
+    assert (row["a"], row["b"]) == ("pretrained", "random")
+    assert (row["a_mean"], row["b_mean"], row["n_splits"]) == pytest.approx((0.875, 0.7375, 4))
     # kNN rows are scored separately and here favour random: the sign flips.
-    knn = compare.pretrained_vs_random(results, probe="knn").iloc[0]
+    knn = compare.paired_inits(results, probe="knn").iloc[0]
     assert knn["diff_mean"] == pytest.approx(-0.8)
 
 
-def test_pretrained_vs_random_refuses_unpaired_results():
+def test_paired_inits_three_inits():
+    pre, rnd, fin = [0.9, 0.8, 0.85, 0.95], [0.7, 0.75, 0.8, 0.7], [0.95, 0.9, 0.8, 1.0]
+    results = {("magvit", "random"): _folds(rnd, [0.1] * 4), ("magvit", "finetuned"): _folds(fin, [0.1] * 4),
+               ("magvit", "pretrained"): _folds(pre, [0.1] * 4, shuffle_seed=1),
+               ("clip", "pretrained"): _folds([0.99] * 4, [0.1] * 4), ("clip", "random"): _folds(rnd, [0.1] * 4),
+               ("pixels", "none"): _folds(rnd, rnd)}
+    out = compare.paired_inits(results, metrics=("accuracy",))
+    # clip's best mean (0.99) beats magvit's (finetuned, 0.9125); comparisons keep the order of compare.PAIRS.
+    assert list(zip(out["model"], out["comparison"])) == [
+        ("clip", "pretrained − random"), ("magvit", "pretrained − random"), ("magvit", "finetuned − random"),
+        ("magvit", "finetuned − pretrained")]
+    rows = out.set_index(["model", "comparison"])
+    diffs = np.array(fin) - np.array(pre)  # [0.05, 0.1, -0.05, 0.05]: mean 0.0375
+    half = T975_DF3 * math.sqrt(diffs.var(ddof=1) * (1 / 4 + 20 / 80))
+    row = rows.loc[("magvit", "finetuned − pretrained")]
+    assert (row["a"], row["b"]) == ("finetuned", "pretrained")
+    assert (row["a_mean"], row["b_mean"]) == pytest.approx((0.9125, 0.875))
+    assert (row["diff_mean"], row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx(
+        (0.0375, 0.0375 - half, 0.0375 + half))
+    assert rows.loc[("magvit", "finetuned − random"), "diff_mean"] == pytest.approx(0.175)
+    # The pretrained - random numbers do not change when a third init is added.
+    two = compare.paired_inits({k: v for k, v in results.items() if k[1] != "finetuned"}, metrics=("accuracy",))
+    pd.testing.assert_frame_equal(two, out[out["comparison"] == "pretrained − random"].reset_index(drop=True))
+
+
+def test_paired_inits_refuses_unpaired_results():
     bad = _folds([0.9, 0.8, 0.85], [0.1] * 3)
-    with pytest.raises(ValueError, match="cannot be paired"):
-        compare.pretrained_vs_random({("m", "pretrained"): _folds([0.9] * 4, [0.1] * 4), ("m", "random"): bad})
+    with pytest.raises(ValueError, match="m: pretrained and random .* cannot be paired"):
+        compare.paired_inits({("m", "pretrained"): _folds([0.9] * 4, [0.1] * 4), ("m", "random"): bad})
     with pytest.raises(ValueError, match="different splits"):
-        compare.pretrained_vs_random({("m", "pretrained"): _result(0.9), ("m", "random"): _result(0.5, sha="B")})
+        compare.paired_inits({("m", "pretrained"): _result(0.9), ("m", "random"): _result(0.5, sha="B")})
+    with pytest.raises(ValueError, match="m: finetuned and pretrained were probed on different splits"):
+        compare.paired_inits({("m", "pretrained"): _result(0.9), ("m", "finetuned"): _result(0.5, sha="B")})
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['n_test', 'n_train'\]"):
-        compare.pretrained_vs_random({("m", "pretrained"): _folds([0.9] * 4, [0.1] * 4).drop(columns=["n_train",
-                                                                                                     "n_test"]),
-                                      ("m", "random"): _folds([0.9] * 4, [0.1] * 4)})
+        compare.paired_inits({("m", "pretrained"): _folds([0.9] * 4, [0.1] * 4).drop(columns=["n_train", "n_test"]),
+                              ("m", "random"): _folds([0.9] * 4, [0.1] * 4)})
+    # Nothing to pair: an empty table, not an error.
+    assert compare.paired_inits({("m", "pretrained"): _result(0.9), ("pixels", "none"): _result(0.5)}).empty
 
 
 def test_model_table_values_and_order():
     results = {("clip", "random"): _result(0.3), ("clip", "pretrained"): _result(0.6),
-               ("magvit", "random"): _result(0.7), ("magvit", "pretrained"): _result(0.5),
-               ("pixels", "none"): _result(0.65)}
+               ("magvit", "finetuned"): _result(0.55), ("magvit", "random"): _result(0.7),
+               ("magvit", "pretrained"): _result(0.5), ("pixels", "none"): _result(0.65)}
     table = compare.model_table(results)
     assert list(zip(table["model"], table["init"])) == [
-        ("magvit", "pretrained"), ("magvit", "random"), ("pixels", "none"), ("clip", "pretrained"), ("clip", "random")]
+        ("magvit", "pretrained"), ("magvit", "random"), ("magvit", "finetuned"), ("pixels", "none"),
+        ("clip", "pretrained"), ("clip", "random")]
     row = table.iloc[0]
     assert (row["accuracy_mean"], row["accuracy_ci_low"], row["macro_f1_mean"], row["knn_accuracy_mean"]) == (
         pytest.approx((0.5, 0.45, 0.48, 0.4)))
@@ -88,23 +120,61 @@ def _per_video(psnr, mse, ssim, order):
     return frame.iloc[order].reset_index(drop=True)
 
 
+PER_VIDEO = {"pretrained": ([30.0, 32.0, math.inf], [0.01, 0.02, 0.0], [0.8, 0.9, 1.0], [0, 1, 2]),
+             "random": ([20.0, 21.0, 22.0], [0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [2, 0, 1]),
+             "finetuned": ([34.0, 31.0, 30.0], [0.005, 0.03, 0.04], [0.95, 0.85, 0.8], [1, 2, 0])}
+CODEBOOK = {"pretrained": {"distinct": 900, "perplexity": 800.0, "fraction_used": 0.9},
+            "random": {"distinct": 100, "perplexity": 50.0, "fraction_used": 0.1},
+            "finetuned": {"distinct": 1000, "perplexity": 950.0, "fraction_used": 1.0}}
+
+
+def _recon_inputs(*inits):
+    return {i: _per_video(*PER_VIDEO[i]) for i in inits}, {i: CODEBOOK[i] for i in inits}
+
+
 def test_reconstruction_table_paired_by_video():
-    per_video = {"pretrained": _per_video([30.0, 32.0, math.inf], [0.01, 0.02, 0.0], [0.8, 0.9, 1.0], [0, 1, 2]),
-                 "random": _per_video([20.0, 21.0, 22.0], [0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [2, 0, 1])}
-    codebook = {"pretrained": {"distinct": 900, "perplexity": 800.0, "fraction_used": 0.9},
-                "random": {"distinct": 100, "perplexity": 50.0, "fraction_used": 0.1}}
+    per_video, codebook = _recon_inputs("pretrained", "random")
     table = compare.reconstruction_table(per_video, codebook).set_index("metric")
-    assert table.loc["mse", "diff_mean"] == pytest.approx(np.mean([-0.09, -0.18, -0.3]))
-    assert table.loc["psnr", "diff_mean"] == pytest.approx(np.mean([10.0, 11.0, PSNR_CAP_DB - 22.0]))
+    assert table.loc["mse", "pretrained_minus_random_mean"] == pytest.approx(np.mean([-0.09, -0.18, -0.3]))
+    assert table.loc["psnr", "pretrained_minus_random_mean"] == pytest.approx(
+        np.mean([10.0, 11.0, PSNR_CAP_DB - 22.0]))
     assert table.loc["psnr", "pretrained_n_capped"] == 1 and table.loc["psnr", "random_n_capped"] == 0
     assert table.loc["ssim", "random_mean"] == pytest.approx(0.2)
-    assert table.loc["ssim", ["diff_mean", "diff_ci_low"]].tolist() == pytest.approx([0.7, 0.7])  # no spread
-    assert table.loc["codebook_distinct", "diff_mean"] == 800
-    assert math.isnan(table.loc["codebook_perplexity", "diff_ci_low"])
+    assert table.loc["ssim", ["pretrained_minus_random_mean", "pretrained_minus_random_ci_low"]].tolist() == (
+        pytest.approx([0.7, 0.7]))  # no spread
+    assert table.loc["codebook_distinct", "pretrained_minus_random_mean"] == 800
+    assert math.isnan(table.loc["codebook_perplexity", "pretrained_minus_random_ci_low"])
+    assert not any("finetuned" in c for c in table.columns)
     with pytest.raises(ValueError, match="same videos"):
         compare.reconstruction_table({"pretrained": per_video["pretrained"], "random": per_video["random"][:2]})
-    with pytest.raises(ValueError, match="init 'random'"):
+    with pytest.raises(ValueError, match=r"at least two; got \['pretrained'\]"):
         compare.reconstruction_table({"pretrained": per_video["pretrained"]})
+    with pytest.raises(ValueError, match=r"codebook stats are for inits \['pretrained'\]"):
+        compare.reconstruction_table(per_video, {"pretrained": codebook["pretrained"]})
+
+
+def test_reconstruction_table_three_inits():
+    per_video, codebook = _recon_inputs("pretrained", "random", "finetuned")
+    table = compare.reconstruction_table(per_video, codebook)
+    assert [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")] == [
+        "pretrained", "random", "finetuned", "pretrained_minus_random", "finetuned_minus_random",
+        "finetuned_minus_pretrained"]
+    table = table.set_index("metric")
+    # Video by video (index 0, 1, 2; the tables list them in different orders): finetuned 34, 31, 30 dB,
+    # pretrained 30, 32, infinite (capped).
+    fin_pre = np.array([4.0, -1.0, 30.0 - PSNR_CAP_DB])
+    half = T975_DF2 * fin_pre.std(ddof=1) / math.sqrt(3)  # plain paired t-interval over videos
+    assert table.loc["psnr", ["finetuned_minus_pretrained_mean", "finetuned_minus_pretrained_ci_low",
+                              "finetuned_minus_pretrained_ci_high"]].tolist() == pytest.approx(
+        [fin_pre.mean(), fin_pre.mean() - half, fin_pre.mean() + half])
+    assert table.loc["mse", "finetuned_minus_random_mean"] == pytest.approx(np.mean([-0.095, -0.17, -0.26]))
+    assert table.loc["ssim", "finetuned_mean"] == pytest.approx(np.mean([0.95, 0.85, 0.8]))
+    assert table.loc["psnr", "finetuned_n_capped"] == 0
+    assert table.loc["codebook_perplexity", "finetuned_minus_pretrained_mean"] == 150.0
+    assert table.loc["codebook_fraction_used", "finetuned_minus_random_mean"] == pytest.approx(0.9)
+    # Adding finetuned leaves every pretrained/random number as it was.
+    two = compare.reconstruction_table(*_recon_inputs("pretrained", "random"))
+    pd.testing.assert_frame_equal(two, table.reset_index()[two.columns])
 
 
 def test_to_markdown_without_tabulate(monkeypatch):
@@ -121,19 +191,24 @@ def test_to_markdown_without_tabulate(monkeypatch):
 
 
 def test_figures_are_written_and_deterministic(tmp_path):
+    # Three MagVit inits: every figure loops over the inits present.
     results = {("magvit", "pretrained"): _result(0.9), ("magvit", "random"): _result(0.5),
-               ("pixels", "none"): _result(0.7)}
+               ("magvit", "finetuned"): _result(0.95), ("clip", "pretrained"): _result(0.6),
+               ("clip", "random"): _result(0.4), ("pixels", "none"): _result(0.7)}
     figures.accuracy_bars(compare.model_table(results), tmp_path / "acc.png", title_note="stand-in weights")
     figures.accuracy_bars(compare.model_table(results), tmp_path / "acc2.png", title_note="stand-in weights")
-    figures.paired_difference_plot(compare.pretrained_vs_random(results), tmp_path / "diff.png", title_note="x")
+    paired = compare.paired_inits(results)
+    figures.paired_difference_plot(paired, tmp_path / "diff.png", title_note="x")
+    with pytest.raises(ValueError, match="no rows for metric 'knn'"):
+        figures.paired_difference_plot(paired, tmp_path / "bad.png", metric="knn")
     figures.confusion_grid(results, tmp_path / "cm.png")
-    per_video = {"pretrained": _per_video([30.0, 32.0, math.inf], [0.01, 0.02, 0.0], [0.8, 0.9, 1.0], [0, 1, 2]),
-                 "random": _per_video([20.0, 21.0, 22.0], [0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [0, 1, 2])}
+    per_video, _ = _recon_inputs("pretrained", "random", "finetuned")
     figures.reconstruction_distributions(per_video, tmp_path / "dist.png")
     rng = np.random.default_rng(0)
     videos = rng.integers(0, 255, size=(4, 5, 16, 16, 3), dtype=np.uint8)
     labels = pd.DataFrame({"index": range(4), "label": [0, 1, 0, 1], "class_name": ["a", "b", "a", "b"]})
-    recons = {"pretrained": videos.copy(), "random": rng.integers(0, 255, size=videos.shape, dtype=np.uint8)}
+    recons = {"pretrained": videos.copy(), "random": rng.integers(0, 255, size=videos.shape, dtype=np.uint8),
+              "finetuned": videos // 2}
     figures.reconstruction_panel(videos, labels, recons, tmp_path / "panel.png", n_frames=3)
     for name in ("acc", "diff", "cm", "dist", "panel"):
         data = (tmp_path / f"{name}.png").read_bytes()

@@ -16,7 +16,7 @@ import torch
 
 from conftest import ROOT
 from trajbench.magvit import MagvitConfig, build_model, to_model_range, to_uint8
-from trajbench.tokenize import _cudnn_benchmark, _precision, autocast_dtype, session, tokenize_videos
+from trajbench.tokenize import _cudnn_benchmark, autocast_context, autocast_dtype, session, tokenize_videos
 
 # temporal compression 2, spatial 4: a 5-frame 8x8 clip has 3x2x2 tokens
 CONFIG = MagvitConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=6, resolution=8)
@@ -115,9 +115,9 @@ def test_invalid_requests(model, videos):
 def test_accelerators_autocast_in_the_requested_dtype():
     with warnings.catch_warnings():  # a CPU-only torch warns that CUDA autocast is disabled
         warnings.simplefilter("ignore")
-        context = _precision("cuda:0", torch.bfloat16)
+        context = autocast_context("cuda:0", torch.bfloat16)
     assert isinstance(context, torch.autocast) and context.device == "cuda" and context.fast_dtype == torch.bfloat16
-    assert not isinstance(_precision("cuda:0", torch.float32), torch.autocast)
+    assert not isinstance(autocast_context("cuda:0", torch.float32), torch.autocast)
 
 
 def test_autocast_dtype_follows_tokenize_dtype_on_accelerators_only():

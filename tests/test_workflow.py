@@ -34,15 +34,21 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/demo.yaml"])
-def test_dry_run_lists_the_dag(configfile, tmp_path):
+@pytest.mark.parametrize("configfile,extra,tokenize,features,finetune", [
+    ("config/config.yaml", "", 2, 8, 0),  # pretrained and random; 3 models x 2 inits + pixels + oracle; 1 shard each
+    ("config/config.yaml", "finetune: {enabled: true}\n", 3, 9, 1),  # + MagVit fine-tuned
+    ("config/demo.yaml", "", 6, 9, 1),  # fine-tuned; tokenize in 2 shards
+])
+def test_dry_run_lists_the_dag(configfile, extra, tokenize, features, finetune, tmp_path):
     work = copy_workflow(tmp_path)
-    out = snakemake("-n", "--configfile", configfile, cwd=work).stdout
+    (work / "extra.yaml").write_text(extra or "{}\n")
+    out = snakemake("-n", "--configfile", configfile, "extra.yaml", cwd=work).stdout
     counts = job_counts(out)
     assert EXPECTED_RULES <= set(counts), set(counts)
     assert counts["download_weights"] == 3  # one per model with weights
-    assert counts["tokenize"] == 2  # pretrained and random
-    assert counts["extract_features"] == 8  # 3 models x 2 inits + pixels + oracle
+    assert counts["tokenize"] == tokenize and counts["extract_features"] == features
+    assert counts.get("finetune_tokenizer", 0) == finetune == counts.get("render_training_videos", 0)
+    assert counts["probe"] == counts["merge_features"] == features  # one feature shard per model and init here
 
 
 def test_lint_is_clean():
@@ -97,8 +103,9 @@ def test_conda_envs_agree_with_pyproject():
 
 # --- the demo end to end -------------------------------------------------------------------------------------------
 
-MODEL_INITS = {("magvit", "pretrained"), ("magvit", "random"), ("videomae", "pretrained"), ("videomae", "random"),
-               ("clip", "pretrained"), ("clip", "random"), ("pixels", "none"), ("oracle", "none")}
+MODEL_INITS = {("magvit", "pretrained"), ("magvit", "random"), ("magvit", "finetuned"), ("videomae", "pretrained"),
+               ("videomae", "random"), ("clip", "pretrained"), ("clip", "random"), ("pixels", "none"),
+               ("oracle", "none")}
 
 
 def test_demo_produces_summary_tables_figures(demo):
@@ -112,11 +119,13 @@ def test_demo_produces_summary_tables_figures(demo):
     assert models["accuracy_mean"].between(0, 1).all()
     # The oracle shows the task is learnable even at demo size (chance is 1/9).
     assert models.set_index("model").loc["oracle", "accuracy_mean"] > 0.5
-    paired = pd.read_csv(demo / "results/comparisons/pretrained_vs_random.csv")
+    paired = pd.read_csv(demo / "results/comparisons/init_differences.csv")
     assert set(paired["model"]) == {"magvit", "videomae", "clip"}
+    assert set(paired.loc[paired["model"] == "magvit", "comparison"]) == {
+        "pretrained − random", "finetuned − random", "finetuned − pretrained"}
     recon = pd.read_csv(demo / "results/comparisons/reconstruction.csv").set_index("metric")
     assert {"mse", "psnr", "ssim", "codebook_distinct"} <= set(recon.index)
-    for name in ("probe_accuracy", "pretrained_vs_random", "confusion_matrices", "reconstruction_distributions",
+    for name in ("probe_accuracy", "init_differences", "confusion_matrices", "reconstruction_distributions",
                  "reconstruction_panel"):
         assert (demo / f"results/figures/{name}.png").stat().st_size > 10_000, name
     assert sorted(p.stem for p in (demo / "results/data/gifs").glob("*.gif")) == sorted(
@@ -135,6 +144,31 @@ def test_demo_produces_summary_tables_figures(demo):
     assert not list(demo.glob("results/**/.*tmp*")), "temporary files left behind"
 
 
+def test_demo_finetuned_tokenizer(demo):
+    """The demo fine-tunes MagVit on its own clips; the third init reconstructs better than the random one."""
+    import numpy as np
+    import pandas as pd
+
+    from trajbench.magvit import MagvitConfig, load_checkpoint
+
+    recon = pd.read_csv(demo / "results/comparisons/reconstruction.csv").set_index("metric")
+    assert recon.loc["psnr", "finetuned_mean"] > recon.loc["psnr", "random_mean"]
+    assert recon.loc["psnr", "finetuned_minus_random_ci_low"] > 0
+    history = pd.read_csv(demo / "results/finetune/magvit/history.csv")
+    assert history["step"].iloc[-1] == 16 and history["loss"].iloc[-1] < history["loss"].iloc[0]
+    assert (demo / "results/finetune/magvit/curves.png").stat().st_size > 10_000
+    assert not (demo / "results/finetune/magvit/resume.pt").exists()  # removed once training ended
+    arch = yaml.safe_load((demo / "config/demo.yaml").read_text())["models"]["magvit"]["architecture"]
+    load_checkpoint(demo / "results/finetune/magvit/model.ckpt", MagvitConfig.from_dict(arch))
+    # Disjoint from the evaluation clips: no training clip equals any evaluation clip.
+    train = np.load(demo / "results/finetune/data/videos.npy")
+    evaluation = np.load(demo / "results/data/videos.npy")
+    assert not {clip.tobytes() for clip in train} & {clip.tobytes() for clip in evaluation}
+    summary = (demo / "results/summary.md").read_text()
+    assert "## Fine-tuning" in summary and "demonstration" in summary
+    assert "finetuned" in (demo / "results/comparisons/models.md").read_text()
+
+
 def test_demo_html_report(demo):
     snakemake("--configfile", "config/demo.yaml", "--report", "results/report.html", cwd=demo)
     html = (demo / "results/report.html").read_text(errors="replace")
@@ -150,11 +184,13 @@ def _rerun_plan(demo, extra_yaml: str) -> dict[str, int]:
 def test_rerun_redoes_only_what_changed(demo):
     assert _rerun_plan(demo, "{}\n") == {}  # up to date: nothing to do
     # A probe parameter: the probes and what follows, nothing upstream.
-    assert _rerun_plan(demo, "probe:\n  seed: 1\n") == {"probe": 8, "compare": 1, "summary": 1, "all": 1}
+    assert _rerun_plan(demo, "probe:\n  seed: 1\n") == {"probe": 9, "compare": 1, "summary": 1, "all": 1}
     # The dataset: everything after rendering, but not the environment check or the weights.
     plan = _rerun_plan(demo, "dataset:\n  seed: 1\n")
-    assert plan["render_videos"] == 2 and plan["tokenize"] == 4 and plan["extract_features"] == 8  # 2 shards x 2
-    assert not {"check_environment", "download_weights", "make_standin_weights"} & set(plan)
+    assert plan["render_videos"] == 2 and plan["tokenize"] == 6 and plan["extract_features"] == 9  # 2 shards x 3
+    # Not the environment check, the weights, nor the fine-tuning (its own clips, rendered with its own seed).
+    assert not {"check_environment", "download_weights", "make_standin_weights", "render_training_videos",
+                "finetune_tokenizer"} & set(plan)
     # One model's weights: only that model's branch.
     plan = _rerun_plan(demo, "models:\n  clip:\n    architecture:\n      projection_dim: 8\n")
     assert plan == {"make_standin_weights": 1, "download_weights": 1, "extract_features": 2, "merge_features": 2,
@@ -313,7 +349,7 @@ def test_editing_library_code_reruns_the_rules_that_use_it(demo):
     original = module.read_text()
     try:
         module.write_text(original + "\n# an edit that may change results\n")
-        assert _rerun_plan(demo, "{}\n") == {"probe": 8, "compare": 1, "summary": 1, "all": 1}
+        assert _rerun_plan(demo, "{}\n") == {"probe": 9, "compare": 1, "summary": 1, "all": 1}
     finally:
         module.write_text(original)
     assert _rerun_plan(demo, "{}\n") == {}

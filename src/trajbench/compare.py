@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -24,8 +24,10 @@ from trajbench.probe import FOLD_COLUMNS, ProbeResult
 
 logger = logging.getLogger(__name__)
 
-INIT_ORDER = ("pretrained", "random", "none")
-PRETRAINED, RANDOM = "pretrained", "random"
+# A third MagVit init, "finetuned" (the tokenizer fine-tuned on synthetic clips), sits after the two it is compared to.
+INIT_ORDER = ("pretrained", "random", "finetuned", "none")
+# Paired comparisons (a, b), reported as a - b, in this order, for every pair whose two inits are present.
+PAIRS = (("pretrained", "random"), ("finetuned", "random"), ("finetuned", "pretrained"))
 CODEBOOK_STATS = ("distinct", "perplexity", "fraction_used")
 
 
@@ -47,40 +49,54 @@ def _init_rank(init: str) -> tuple[int, str]:
     return (INIT_ORDER.index(init), "") if init in INIT_ORDER else (len(INIT_ORDER), init)
 
 
-def pretrained_vs_random(results: Mapping[tuple[str, str], ProbeResult | pd.DataFrame],
-                         metrics: tuple[str, ...] = ("accuracy", "macro_f1"), probe: str = "logreg") -> pd.DataFrame:
-    """Paired difference pretrained - random per model, matched by (repeat, fold).
+def comparison_name(a: str, b: str) -> str:
+    """Label of the paired difference a - b, e.g. "finetuned − random" (a minus sign, as in the tables)."""
+    return f"{a} − {b}"
 
-    ``results`` maps (model, init) to a ProbeResult or its per-split table (``folds_frame`` / the folds CSV). Models
-    without both inits are skipped. Returns one row per (model, metric): n_splits, pretrained_mean, random_mean,
-    diff_mean, diff_ci_low, diff_ci_high (corrected resampled t-interval). Raises if the two inits were not scored on
-    the same splits.
+
+def _pairs(inits: Iterable[str]) -> list[tuple[str, str]]:
+    present = set(inits)
+    return [(a, b) for a, b in PAIRS if a in present and b in present]
+
+
+def paired_inits(results: Mapping[tuple[str, str], ProbeResult | pd.DataFrame],
+                 metrics: tuple[str, ...] = ("accuracy", "macro_f1"), probe: str = "logreg") -> pd.DataFrame:
+    """Paired differences a - b between the inits of each model, matched by (repeat, fold).
+
+    ``results`` maps (model, init) to a ProbeResult or its per-split table (``folds_frame`` / the folds CSV). Every
+    pair of :data:`PAIRS` whose two inits a model has is compared; models without such a pair are skipped. Returns
+    one row per (model, comparison, metric): model, comparison ("a − b"), a, b, probe, metric, n_splits, a_mean,
+    b_mean, diff_mean, diff_ci_low, diff_ci_high (corrected resampled t-interval). Raises if two inits were not
+    scored on the same splits.
     """
     rows = []
-    models = sorted({m for m, i in results if i == PRETRAINED} & {m for m, i in results if i == RANDOM})
-    for model in models:
-        pre, rnd = results[(model, PRETRAINED)], results[(model, RANDOM)]
-        if isinstance(pre, ProbeResult) and isinstance(rnd, ProbeResult) and pre.splits_sha256 != rnd.splits_sha256:
-            raise ValueError(f"{model}: pretrained and random were probed on different splits "
-                             "(splits_sha256 differs); rerun both with the same make_splits parameters")
-        frames = [_folds(r, (model, init)) for r, init in ((pre, PRETRAINED), (rnd, RANDOM))]
-        a, b = (f[f["probe"] == probe].set_index(["repeat", "fold"]).sort_index() for f in frames)
-        if not a.index.equals(b.index) or not np.array_equal(a["n_test"], b["n_test"]):
-            raise ValueError(f"{model}: pretrained and random per-split tables cover different (repeat, fold) "
-                             f"splits or test sizes ({len(a)} vs {len(b)} {probe} rows); they cannot be paired")
-        if a.empty:
-            raise ValueError(f"{model}: no rows for probe {probe!r}")
-        ratio = float(np.mean(a["n_test"] / a["n_train"]))
-        for metric in metrics:
-            rows.append({"model": model, "probe": probe, "metric": metric, "n_splits": len(a),
-                         "pretrained_mean": float(a[metric].mean()), "random_mean": float(b[metric].mean()),
-                         **_ci_columns("diff", a[metric].to_numpy() - b[metric].to_numpy(), ratio)})
+    for model in sorted({m for m, _ in results}):
+        for a_init, b_init in _pairs(i for m, i in results if m == model):
+            a_res, b_res = results[(model, a_init)], results[(model, b_init)]
+            if (isinstance(a_res, ProbeResult) and isinstance(b_res, ProbeResult)
+                    and a_res.splits_sha256 != b_res.splits_sha256):
+                raise ValueError(f"{model}: {a_init} and {b_init} were probed on different splits "
+                                 "(splits_sha256 differs); rerun both with the same make_splits parameters")
+            frames = [_folds(r, (model, init)) for r, init in ((a_res, a_init), (b_res, b_init))]
+            a, b = (f[f["probe"] == probe].set_index(["repeat", "fold"]).sort_index() for f in frames)
+            if not a.index.equals(b.index) or not np.array_equal(a["n_test"], b["n_test"]):
+                raise ValueError(f"{model}: {a_init} and {b_init} per-split tables cover different (repeat, fold) "
+                                 f"splits or test sizes ({len(a)} vs {len(b)} {probe} rows); they cannot be paired")
+            if a.empty:
+                raise ValueError(f"{model}: no rows for probe {probe!r}")
+            ratio = float(np.mean(a["n_test"] / a["n_train"]))
+            for metric in metrics:
+                rows.append({"model": model, "comparison": comparison_name(a_init, b_init), "a": a_init,
+                             "b": b_init, "probe": probe, "metric": metric, "n_splits": len(a),
+                             "a_mean": float(a[metric].mean()), "b_mean": float(b[metric].mean()),
+                             **_ci_columns("diff", a[metric].to_numpy() - b[metric].to_numpy(), ratio)})
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    # Same model order as model_table: best mean (either init) on the first metric first, ties by name.
-    first = out[out["metric"] == metrics[0]].set_index("model")
-    out["_best"] = out["model"].map(first[["pretrained_mean", "random_mean"]].max(axis=1))
+    # Same model order as model_table: best mean (any compared init) on the first metric first, ties by name;
+    # within a model the comparisons keep the order of PAIRS (the sort is stable).
+    first = out[out["metric"] == metrics[0]]
+    out["_best"] = out["model"].map(first.groupby("model")[["a_mean", "b_mean"]].max().max(axis=1))
     out = out.sort_values(["_best", "model"], ascending=[False, True], kind="stable")
     return out.drop(columns="_best").reset_index(drop=True)
 
@@ -110,34 +126,51 @@ def model_table(results: Mapping[tuple[str, str], ProbeResult]) -> pd.DataFrame:
 
 def reconstruction_table(per_video: Mapping[str, pd.DataFrame],
                          codebook: Mapping[str, Mapping[str, float]] | None = None) -> pd.DataFrame:
-    """Pretrained vs random reconstruction quality.
+    """Reconstruction quality per init, and paired differences between inits.
 
-    ``per_video[init]`` is :func:`trajbench.metrics.reconstruction_metrics` output; videos are paired by ``index``.
-    ``codebook[init]`` is :func:`trajbench.metrics.codebook_usage` output (dataset-level numbers: no interval).
-    Rows: mse, psnr, ssim (plain paired t-intervals over videos; infinite PSNR capped as in
+    ``per_video[init]`` is :func:`trajbench.metrics.reconstruction_metrics` output, for two or more inits (the
+    column order follows the mapping); videos are paired by ``index``. ``codebook[init]`` is
+    :func:`trajbench.metrics.codebook_usage` output (dataset-level numbers: no interval), for the same inits.
+    Rows: mse, psnr, ssim (plain t-intervals over videos, paired for differences; infinite PSNR capped as in
     :func:`trajbench.metrics.summarize`), then codebook_distinct / codebook_perplexity / codebook_fraction_used.
-    Columns: metric, n, ``pretrained_*``, ``random_*`` and ``diff_*`` (pretrained - random) means and intervals,
-    and n_capped per init.
+    Columns: metric, n, ``<init>_*`` means and intervals per init, ``<a>_minus_<b>_*`` per pair of :data:`PAIRS`
+    present, and ``<init>_n_capped``.
     """
-    for init in (PRETRAINED, RANDOM):
-        if init not in per_video:
-            raise ValueError(f"reconstruction_table needs per-video metrics for init {init!r}; got {list(per_video)}")
-    merged = per_video[PRETRAINED].merge(per_video[RANDOM], on="index", suffixes=("_p", "_r"), validate="one_to_one")
-    if not len(merged) == len(per_video[PRETRAINED]) == len(per_video[RANDOM]):
-        raise ValueError(f"pretrained ({len(per_video[PRETRAINED])}) and random ({len(per_video[RANDOM])}) "
-                         f"per-video tables share only {len(merged)} video indices; they must cover the same videos")
+    inits = list(per_video)
+    if len(inits) < 2:
+        raise ValueError(f"reconstruction_table compares inits and needs per-video metrics for at least two; got "
+                         f"{inits}")
+    if codebook is not None and set(codebook) != set(inits):
+        raise ValueError(f"codebook stats are for inits {sorted(codebook)} but per-video metrics for "
+                         f"{sorted(inits)}; pass both for the same inits")
+    tables = {}
+    for init in inits:
+        frame = per_video[init]
+        if frame["index"].duplicated().any():
+            raise ValueError(f"per-video metrics for {init!r} list some video index more than once")
+        tables[init] = frame.set_index("index")
+    ref = inits[0]
+    for init in inits[1:]:
+        shared = tables[ref].index.intersection(tables[init].index)
+        if not len(shared) == len(tables[ref]) == len(tables[init]):
+            raise ValueError(f"{ref} ({len(tables[ref])}) and {init} ({len(tables[init])}) per-video tables share "
+                             f"only {len(shared)} video indices; they must cover the same videos")
+    order = tables[ref].index
+    pairs = _pairs(inits)
     rows = []
     for metric in METRICS:
-        p, n_cap_p = cap_psnr(merged[f"{metric}_p"].to_numpy(dtype=np.float64))
-        r, n_cap_r = cap_psnr(merged[f"{metric}_r"].to_numpy(dtype=np.float64))
-        rows.append({"metric": metric, "n": len(merged), **_ci_columns(PRETRAINED, p), **_ci_columns(RANDOM, r),
-                     **_ci_columns("diff", p - r), "pretrained_n_capped": n_cap_p, "random_n_capped": n_cap_r})
+        capped = {i: cap_psnr(tables[i].loc[order, metric].to_numpy(dtype=np.float64)) for i in inits}
+        row: dict[str, Any] = {"metric": metric, "n": len(order)}
+        for init in inits:
+            row.update(_ci_columns(init, capped[init][0]))
+        for a, b in pairs:
+            row.update(_ci_columns(f"{a}_minus_{b}", capped[a][0] - capped[b][0]))
+        rows.append(row | {f"{i}_n_capped": capped[i][1] for i in inits})
     if codebook is not None:
-        if PRETRAINED not in codebook or RANDOM not in codebook:
-            raise ValueError(f"codebook stats need inits {PRETRAINED!r} and {RANDOM!r}; got {list(codebook)}")
         for stat in CODEBOOK_STATS:
-            p, r = float(codebook[PRETRAINED][stat]), float(codebook[RANDOM][stat])
-            rows.append({"metric": f"codebook_{stat}", "pretrained_mean": p, "random_mean": r, "diff_mean": p - r})
+            value = {i: float(codebook[i][stat]) for i in inits}
+            rows.append({"metric": f"codebook_{stat}", **{f"{i}_mean": value[i] for i in inits},
+                         **{f"{a}_minus_{b}_mean": value[a] - value[b] for a, b in pairs}})
     return pd.DataFrame(rows)
 
 

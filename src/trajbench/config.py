@@ -115,6 +115,16 @@ def check(config: dict) -> None:
         if ds["size"] % sc:
             raise ConfigError(f"dataset.size={ds['size']} must be a multiple of MagVit's spatial compression {sc}")
 
+    finetune = config["finetune"]
+    if finetune["enabled"]:
+        if finetune["data"]["seed"] == ds["seed"]:
+            raise ConfigError(
+                f"finetune.data.seed={ds['seed']} equals dataset.seed: the fine-tuning clips would be the evaluation "
+                "clips; choose another seed"
+            )
+        if "magvit" not in models:
+            raise ConfigError("finetune.enabled needs models.magvit: it fine-tunes the MagVit tokenizer")
+
     probe = config["probe"]
     if probe["folds"] > ds["videos_per_class"]:
         raise ConfigError(

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 INITS = {
     "videomae": ("pretrained", "random"),
     "clip": ("pretrained", "random"),
-    "magvit": ("pretrained", "random"),
+    "magvit": ("pretrained", "random", "finetuned"),  # finetuned: trajbench.finetune
     "pixels": ("none",),
     "oracle": ("none",),
 }

@@ -23,8 +23,8 @@ from trajbench.metrics import PSNR_CAP_DB, cap_psnr, psnr_from_mse_uint8
 from trajbench.probe import ProbeResult
 
 DPI = 120
-INIT_COLORS = {"pretrained": "#1f77b4", "random": "#ff7f0e", "none": "#7f7f7f"}
-OTHER_COLOR = "#2ca02c"
+INIT_COLORS = {"pretrained": "#1f77b4", "random": "#ff7f0e", "finetuned": "#2ca02c", "none": "#7f7f7f"}
+OTHER_COLOR = "#9467bd"
 # Order of the panels in reconstruction_distributions.
 METRIC_LABELS = {"psnr": "PSNR (dB, higher is better)", "ssim": "SSIM (higher is better)",
                  "mse": "MSE on [0, 1] (lower is better)"}
@@ -88,30 +88,34 @@ def accuracy_bars(table: pd.DataFrame, path: str | os.PathLike, metric: str = "a
 
 def paired_difference_plot(diffs: pd.DataFrame, path: str | os.PathLike, metric: str = "accuracy",
                            title_note: str | None = None) -> None:
-    """Pretrained - random difference per model (point + 95% CI).
+    """Paired init difference a - b per (model, comparison): point + 95% CI, one row each, in the table's order.
 
-    ``diffs`` is :func:`trajbench.compare.pretrained_vs_random` output; each point is labelled with both means.
+    ``diffs`` is :func:`trajbench.compare.paired_inits` output; each point is labelled with both means and coloured
+    like its first init (a); thin lines separate the models.
     """
     rows = diffs[diffs["metric"] == metric].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"no rows for metric {metric!r} in the paired-difference table; metrics are "
                          f"{sorted(set(diffs['metric']))}")
-    fig = Figure(figsize=(7.0, 1.2 + 0.6 * len(rows)))
+    fig = Figure(figsize=(7.5, 1.2 + 0.6 * len(rows)))
     ax = fig.add_subplot()
     y = np.arange(len(rows))[::-1]
     mean = rows["diff_mean"].to_numpy()
     err = np.vstack([mean - rows["diff_ci_low"].to_numpy(), rows["diff_ci_high"].to_numpy() - mean])
-    ax.errorbar(mean, y, xerr=err, fmt="o", color="black", capsize=4)
-    for yi, row in zip(y, rows.itertuples(index=False)):
-        ax.annotate(f"{row.pretrained_mean:.2f} vs {row.random_mean:.2f}", (row.diff_mean, yi),
-                    textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    for yi, m, e, row in zip(y, mean, err.T, rows.itertuples(index=False)):
+        ax.errorbar(m, yi, xerr=e[:, None], fmt="o", color=_color(row.a), ecolor="black", capsize=4)
+        ax.annotate(f"{row.a_mean:.2f} vs {row.b_mean:.2f}", (m, yi), textcoords="offset points", xytext=(0, 7),
+                    ha="center", fontsize=8)
+    for yi, (prev, model) in zip(y[1:], zip(rows["model"], rows["model"][1:])):
+        if model != prev:
+            ax.axhline(yi + 0.5, color="gray", linewidth=0.6)
     ax.axvline(0, color="gray", linestyle="--", linewidth=1)
-    ax.set_yticks(y, rows["model"])
+    ax.set_yticks(y, [f"{row.model}: {row.comparison}" for row in rows.itertuples(index=False)], fontsize=9)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     span = max(np.abs(rows[["diff_ci_low", "diff_ci_high"]].to_numpy()).max(), 0.05) * 1.15
     ax.set_xlim(-span, span)
-    ax.set_xlabel(f"{metric.replace('_', ' ')}: pretrained - random (95% CI, paired by split)")
-    ax.set_title(_title("Pretrained vs random init", title_note))
+    ax.set_xlabel(f"{metric.replace('_', ' ')} difference (95% CI, paired by split)")
+    ax.set_title(_title("Paired differences between inits", title_note))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
@@ -212,7 +216,8 @@ def reconstruction_panel(videos: np.ndarray, labels: pd.DataFrame, recons: Mappi
     gap = max(1, videos.shape[3] // 32)
     columns = ["original", *recons]
     strip_w = len(frames) * videos.shape[3] + (len(frames) - 1) * gap
-    cell_w = min(2.2 * len(frames), 12.0 / len(columns))
+    # At most 4 inches a cell: a third init widens the figure instead of shrinking every cell.
+    cell_w = min(2.2 * len(frames), 4.0)
     cell_h = cell_w * videos.shape[2] / strip_w + 0.4
     fig = Figure(figsize=(cell_w * len(columns) + 1.0, cell_h * len(first) + 0.8))
     axes = fig.subplots(len(first), len(columns), squeeze=False)
@@ -231,7 +236,9 @@ def reconstruction_panel(videos: np.ndarray, labels: pd.DataFrame, recons: Mappi
             if r == 0:
                 ax.set_title(name, fontsize=10)
             if c == 0:
-                ax.set_ylabel(f"{row['class_name']}\n(video {idx})", fontsize=8)
+                # Horizontal: a vertical label is taller than a short strip and runs into the next row's.
+                ax.set_ylabel(f"{row['class_name']}\n(video {idx})", fontsize=8, rotation=0, ha="right",
+                              va="center")
     frame_list = ", ".join(str(t) for t in frames)
     fig.suptitle(_title(f"Reconstructions, frames {frame_list}", title_note))
     fig.tight_layout()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -53,9 +55,79 @@ def _environment_section(env: dict) -> list[str]:
     return lines
 
 
+def _lookup(record: dict, *paths: tuple[str, ...]) -> Any:
+    """The value at the first of ``paths`` (keys into nested dicts) that ``record`` has, else None."""
+    for path in paths:
+        value: Any = record
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            return value
+    return None
+
+
+def _finetune_section(config: dict, record: dict, n_eval: int, standin: bool) -> list[str]:
+    """What was fine-tuned, on what, for how long and with which losses. A fact the record lacks is left out."""
+    get = functools.partial(_lookup, record)
+    init_from, clips, frames = get(("init_from",)), get(("train_clips",), ("clips",)), get(("frames",))
+    size = get(("size",))
+    height, width = (size, size) if size is not None else (get(("height",)), get(("width",)))
+    # trajbench.finetune's record does not repeat the seed the training clips were rendered with; the config has it.
+    seed = get(("train_seed",))
+    seed = config.get("finetune", {}).get("data", {}).get("seed") if seed is None else seed
+    eval_seed = config["dataset"]["seed"]
+
+    text = "The MagVit tokenizer" + (f", starting from its {init_from} weights," if init_from else "")
+    text += " was fine-tuned on" + (f" {clips}" if clips is not None else "") + " synthetic training clips"
+    if frames is not None and height is not None:
+        text += f" of {frames} frames of {height}×{width}"
+    if seed is not None:
+        text += f", rendered with seed {seed}"
+        if seed != eval_seed:
+            text += f", disjoint from the {n_eval} evaluation clips (seed {eval_seed})"
+    text += "."
+    run = []
+    steps, batch = get(("steps",)), get(("batch_size",))
+    rate = get(("learning_rate",), ("config", "learning_rate"))
+    seconds, device, dtype = get(("seconds",)), get(("device",)), get(("dtype",))
+    if steps is not None:
+        run.append(f"{steps} steps")
+    if batch is not None:
+        run.append(f"batch size {batch}")
+    if rate is not None:
+        run.append(f"learning rate {rate:g}")
+    if seconds is not None:
+        run.append(f"{seconds:.0f} s" + (f" on {device}" if device else "") + (f" ({dtype})" if dtype else ""))
+    if run:
+        text += " Training: " + ", ".join(run) + "."
+    recon = get(("reconstruction_loss",), ("config", "reconstruction_loss"))
+    text += (f" Losses: reconstruction ({recon.upper() if recon else 'L1 or L2'}), the LFQ entropy and commitment "
+             "terms; no perceptual or adversarial loss.")
+    for when in ("initial", "final"):
+        loss, psnr = get((when, "loss"), (f"{when}_loss",)), get((when, "psnr_db"), (f"{when}_psnr_db",))
+        facts = ([f"loss {loss:.4g}"] if loss is not None else []) + (
+            [f"PSNR {psnr:.1f} dB"] if psnr is not None else [])
+        if facts:
+            text += f" {when.capitalize()} training batch: {', '.join(facts)}."
+
+    lines = ["## Fine-tuning", "", text]
+    if seed is not None and seed == eval_seed:
+        lines.append(f"\n> Warning: the training clips were rendered with the evaluation clips' seed ({seed}), so "
+                     "they can coincide with evaluation clips: the fine-tuned tokenizer may be scored on videos it "
+                     "was trained on.")
+    if standin:
+        lines.append("\nThis is a demo run with stand-in weights: the fine-tuned tokenizer's numbers are a "
+                     "demonstration of the pipeline, not findings.")
+    return lines
+
+
 def build(config: dict, env: dict, manifests: list[dict], labels: pd.DataFrame, tables: dict[str, str],
-          standin: bool) -> str:
-    """Assemble the summary from the run's own outputs (no number here is computed anew)."""
+          standin: bool, finetune: dict | None = None) -> str:
+    """Assemble the summary from the run's own outputs (no number here is computed anew).
+
+    ``tables`` holds the Markdown of "reconstruction", "models" and "init_differences"; ``finetune`` is the
+    fine-tuning job's JSON record when the run fine-tuned MagVit (a third init, "finetuned").
+    """
     probe = config["probe"]
     lines = ["# trajbench summary", ""]
     if standin:
@@ -64,15 +136,22 @@ def build(config: dict, env: dict, manifests: list[dict], labels: pd.DataFrame, 
         "Two questions: (1) does the pretrained Open-MAGVIT2 video tokenizer reconstruct and represent object motion "
         "better than the same network at random init; (2) which representation lets a linear classifier tell the "
         "motion classes apart best.", "",
-        "## 1. MagVit reconstruction: pretrained vs random", "", tables["reconstruction"].strip(), "",
+    ]
+    if finetune is not None:
+        lines += ["MagVit has a third init, `finetuned`: the tokenizer fine-tuned on synthetic training clips "
+                  "(see Fine-tuning), compared with both random and pretrained.", ""]
+    lines += [
+        "## 1. MagVit reconstruction by init", "", tables["reconstruction"].strip(), "",
         "## 2. Linear probes: every representation", "",
         f"Logistic regression (C by inner {probe['inner_folds']}-fold CV) on the same {probe['repeats']}×"
         f"{probe['folds']}-fold stratified splits for every model (seed {probe['seed']}); 95% confidence intervals.",
         "", tables["models"].strip(), "",
-        "## 3. Pretrained vs random init, paired by fold", "", tables["pretrained_vs_random"].strip(), "",
+        "## 3. Differences between inits, paired by fold", "", tables["init_differences"].strip(), "",
     ]
     lines += _models_section(config, manifests) + [""]
     lines += _dataset_section(config, labels) + [""]
+    if finetune is not None:
+        lines += _finetune_section(config, finetune, len(labels), standin) + [""]
     lines += _environment_section(env) + [""]
     lines += [
         "## Caveats", "",
@@ -82,6 +161,10 @@ def build(config: dict, env: dict, manifests: list[dict], labels: pd.DataFrame, 
         "an upper reference, not a competitor.",
         "- Synthetic videos: one object on a plain background; conclusions about natural video need more.",
     ]
+    if finetune is not None:
+        lines.append("- The fine-tuned tokenizer was trained on clips from the same generator as the evaluation "
+                     "clips: what it gains over pretrained is adaptation to this synthetic data, not better video "
+                     "in general.")
     if standin:
         lines.append("- " + STANDIN_CAVEAT.replace("**", ""))
     return "\n".join(lines) + "\n"

@@ -28,23 +28,76 @@ MODELS = list(config["models"])
 WEIGHT_MODELS = [m for m in MODELS if config["models"][m]["source"] != "none"]
 SHARDS = list(range(config["dataset"]["shards"]))
 N_CLIPS = len(config["dataset"]["classes"]) * config["dataset"]["videos_per_class"]
+TRAIN_CLIPS = (
+    len(config["dataset"]["classes"]) * config["finetune"]["data"]["videos_per_class"]
+)
 STANDIN = any(config["models"][m].get("standin") for m in MODELS)
 VIDEOS = "results/data/videos.npy"
 LABELS = "results/data/labels.csv"
 ENV_JSON = "results/env/environment.json"
+FINETUNE = {
+    "checkpoint": "results/finetune/magvit/model.ckpt",
+    "history": "results/finetune/magvit/history.csv",
+    "curves": "results/finetune/magvit/curves.png",
+    "meta": "results/finetune/magvit/finetune.json",
+}
 
 
 wildcard_constraints:
     model="|".join(MODELS),
-    init="pretrained|random|none",
+    init="pretrained|random|finetuned|none",
     shard=r"\d+",
 
 
 def inits(model):
-    """pretrained/random for models with weights; the baselines have a single init, "none"."""
+    """pretrained/random for models with weights, and MagVit's finetuned when enabled; the baselines have a single
+    init, "none"."""
     if config["models"][model]["source"] == "none":
         return ["none"]
-    return config["models"][model].get("inits", ["pretrained", "random"])
+    chosen = config["models"][model].get("inits", ["pretrained", "random"])
+    if model == "magvit" and config["finetune"]["enabled"]:
+        chosen = [*chosen, "finetuned"]
+    return chosen
+
+
+def tokenize_inputs(wildcards):
+    """The dataset and environment; the weights that the init loads: the hub's, the fine-tuned, or none."""
+    inputs = {"videos": VIDEOS, "table": LABELS, "env": ENV_JSON}
+    if wildcards.init == "pretrained":
+        inputs["manifest"] = manifest("magvit")
+    elif wildcards.init == "finetuned":
+        inputs["checkpoint"] = FINETUNE["checkpoint"]
+    return inputs
+
+
+def training_dataset():
+    """The fine-tuning set's dataset settings: the evaluation set's, with finetune.data's size and seed."""
+    data = config["finetune"]["data"]
+    return dict(
+        config["dataset"],
+        videos_per_class=data["videos_per_class"],
+        seed=data["seed"],
+        shards=1,
+    )
+
+
+def finetune_inputs(wildcards):
+    inputs = {
+        "videos": "results/finetune/data/videos.npy",
+        "table": "results/finetune/data/labels.csv",
+        "env": ENV_JSON,
+    }
+    if config["finetune"]["init_from"] == "pretrained":
+        inputs["manifest"] = manifest("magvit")
+    return inputs
+
+
+def finetune_minutes():
+    """Runtime request: a training step costs ~3x a forward pass (10.7 TFLOP per 17x128x128 clip) at a pessimistic
+    20 TFLOP/s, plus 30 minutes to start, load and save."""
+    ft, ds = config["finetune"], config["dataset"]
+    scale = ds["frames"] / 17 * (ds["size"] / 128) ** 2
+    return int(30 + ft["steps"] * ft["batch_size"] * scale * 3 * 10.7 / 20 / 60)
 
 
 def model_inits():
@@ -88,6 +141,21 @@ def manifest(model):
 
 def uses_gpu():
     return 0 if config["runtime"]["device"] == "cpu" else 1
+
+
+def summary_inputs(wildcards):
+    """What the summary reads: the run's facts and comparison tables, and the fine-tuning record when enabled."""
+    inputs = {
+        "env": ENV_JSON,
+        "table": LABELS,
+        "manifests": [manifest(m) for m in WEIGHT_MODELS],
+        "reconstruction": "results/comparisons/reconstruction.md",
+        "init_differences": "results/comparisons/init_differences.md",
+        "models": "results/comparisons/models.md",
+    }
+    if config["finetune"]["enabled"]:
+        inputs["finetune"] = FINETUNE["meta"]
+    return inputs
 
 
 def final_outputs():

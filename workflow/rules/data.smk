@@ -14,6 +14,7 @@ rule render_videos:
         runtime=30,
     params:
         dataset=config["dataset"],
+        shard=lambda wc: int(wc.shard),
         code=code_version("render"),
     script:
         "../scripts/render_videos.py"

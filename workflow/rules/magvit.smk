@@ -1,9 +1,6 @@
 rule tokenize:
     input:
-        videos=VIDEOS,
-        table=LABELS,
-        env=ENV_JSON,
-        manifest=manifest("magvit"),
+        unpack(tokenize_inputs),
     output:
         tokens=temp("results/magvit/{init}/shards/{shard}/tokens.npy"),
         reconstructions=temp("results/magvit/{init}/shards/{shard}/reconstructions.npy"),

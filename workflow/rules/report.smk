@@ -2,12 +2,12 @@ rule compare:
     input:
         results=[f"results/probes/{m}/{i}.json" for m, i in model_inits()],
     output:
-        pretrained_vs_random=report(
-            "results/comparisons/pretrained_vs_random.csv",
-            caption="../report/pretrained_vs_random.rst",
+        init_differences=report(
+            "results/comparisons/init_differences.csv",
+            caption="../report/init_differences.rst",
             category="3. Linear probes",
         ),
-        pretrained_vs_random_md="results/comparisons/pretrained_vs_random.md",
+        init_differences_md="results/comparisons/init_differences.md",
         models=report(
             "results/comparisons/models.csv",
             caption="../report/models.rst",
@@ -20,8 +20,8 @@ rule compare:
             category="3. Linear probes",
         ),
         paired=report(
-            "results/figures/pretrained_vs_random.png",
-            caption="../report/pretrained_vs_random_figure.rst",
+            "results/figures/init_differences.png",
+            caption="../report/init_differences_figure.rst",
             category="3. Linear probes",
         ),
         confusion=report(
@@ -46,12 +46,7 @@ rule compare:
 
 rule summary:
     input:
-        env=ENV_JSON,
-        table=LABELS,
-        manifests=[manifest(m) for m in WEIGHT_MODELS],
-        reconstruction="results/comparisons/reconstruction.md",
-        pretrained_vs_random="results/comparisons/pretrained_vs_random.md",
-        models="results/comparisons/models.md",
+        unpack(summary_inputs),
     output:
         report(
             "results/summary.md",

@@ -8,15 +8,17 @@ suffix = f" ({note})" if note else ""
 results = {tuple(key): ProbeResult.from_json(path) for key, path in zip(p.model_inits, snakemake.input.results)}
 out = snakemake.output
 
-paired = compare.pretrained_vs_random(results)
+paired = compare.paired_inits(results)
 models = compare.model_table(results)
-for df, csv, md, heading in (
-    (paired, out.pretrained_vs_random, out.pretrained_vs_random_md, "Pretrained − random, paired by fold"),
-    (models, out.models, out.models_md, "Linear probes, every representation and init"),
+# The comparison column names both inits; a and b repeat it for programs reading the CSV.
+for df, shown, csv, md, heading in (
+    (paired, paired.drop(columns=["a", "b"]), out.init_differences, out.init_differences_md,
+     "Paired differences between inits (a − b), by fold"),
+    (models, models, out.models, out.models_md, "Linear probes, every representation and init"),
 ):
     with io.atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g")
-    io.write_text(md, f"**{heading}{suffix}**\n\n" + compare.to_markdown(df))
+    io.write_text(md, f"**{heading}{suffix}**\n\n" + compare.to_markdown(shown))
 
 figures.accuracy_bars(models, out.accuracy, title_note=note)
 figures.paired_difference_plot(paired, out.paired, title_note=note)

@@ -13,11 +13,13 @@ codebook = {init: json.loads(open(path).read()) for init, path in zip(p.inits, s
 table = compare.reconstruction_table(per_video, codebook)
 with io.atomic_path(snakemake.output.table) as tmp:
     table.to_csv(tmp, index=False, float_format="%.6g")
-heading = "MagVit reconstruction, pretrained vs random" + (f" ({note})" if note else "")
-io.write_text(snakemake.output.markdown, f"**{heading}**\n\n" + compare.to_markdown(table))
+heading = "MagVit reconstruction by init" + (f" ({note})" if note else "")
+# Markdown headers read "pretrained − random (95% CI)" where the CSV has pretrained_minus_random_*.
+shown = table.rename(columns=lambda c: c.replace("_minus_", " − "))
+io.write_text(snakemake.output.markdown, f"**{heading}**\n\n" + compare.to_markdown(shown))
 figures.reconstruction_distributions(per_video, snakemake.output.distributions, title_note=note)
 videos, labels = render.load_dataset(snakemake.input.videos, snakemake.input.table)
 recons = {init: np.load(path, mmap_mode="r") for init, path in zip(p.inits, snakemake.input.reconstructions)}
 figures.reconstruction_panel(videos, labels, recons, snakemake.output.panel, n_frames=p.panel_frames,
                              title_note=note)
-logger.info("reconstruction comparison written")
+logger.info("reconstruction comparison written for inits %s", ", ".join(p.inits))

@@ -5,6 +5,8 @@ import pandas as pd
 from trajbench import io, logs, summary
 
 logger = logs.setup(snakemake.log[0])
+# Present only when the run fine-tunes MagVit (summary_inputs in common.smk).
+finetune = snakemake.input.get("finetune")
 text = summary.build(
     config=snakemake.params.config,
     env=summary.read_json(snakemake.input.env),
@@ -12,9 +14,10 @@ text = summary.build(
     labels=pd.read_csv(snakemake.input.table),
     tables={
         name: Path(snakemake.input[name]).read_text()
-        for name in ("reconstruction", "models", "pretrained_vs_random")
+        for name in ("reconstruction", "models", "init_differences")
     },
     standin=snakemake.params.standin,
+    finetune=summary.read_json(finetune) if finetune else None,
 )
 io.write_text(snakemake.output[0], text)
 logger.info("wrote %s", snakemake.output[0])

@@ -18,6 +18,8 @@ environment.check_cpu_budget(
 if p.init == "pretrained":
     manifest = weights.verify(snakemake.input.manifest)  # a corrupt file stops the job before the model loads
     model = magvit.load_checkpoint(weights.local_path(manifest), config, weights=p.tokenize["weights"])
+elif p.init == "finetuned":
+    model = magvit.load_checkpoint(snakemake.input.checkpoint, config, weights=p.tokenize["weights"])
 else:
     model = magvit.build_model(config, seed=p.tokenize["random_seed"])
 dtype = autocast_dtype(p.tokenize["dtype"], choice.device, choice.dtype)
@@ -39,7 +41,7 @@ io.write_json(
     {
         "init": p.init,
         "architecture": config.to_dict(),
-        "weights": p.tokenize["weights"] if p.init == "pretrained" else f"random (seed {p.tokenize['random_seed']})",
+        "weights": f"random (seed {p.tokenize['random_seed']})" if p.init == "random" else p.tokenize["weights"],
         "standin": bool(p.model_cfg.get("standin")),
         "device": choice.device,
         "dtype": "float32" if p.tokenize["mode"] == "reference" else str(dtype).removeprefix("torch."),

@@ -1,0 +1,55 @@
+# The fine-tuning set: the evaluation dataset's settings with its own size and seed, so no clip is shared.
+rule render_training_videos:
+    output:
+        videos="results/finetune/data/videos.npy",
+        table="results/finetune/data/labels.csv",
+    log:
+        "logs/render_training_videos.log",
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc: 500 + clips_mb(TRAIN_CLIPS),
+        runtime=lambda wc: 10 + TRAIN_CLIPS // 100,
+    params:
+        dataset=training_dataset(),
+        shard=0,
+        code=code_version("render"),
+    script:
+        "../scripts/render_videos.py"
+
+
+rule finetune_tokenizer:
+    input:
+        unpack(finetune_inputs),
+    output:
+        checkpoint=FINETUNE["checkpoint"],
+        history=FINETUNE["history"],
+        curves=report(
+            FINETUNE["curves"],
+            caption="../report/finetune_curves.rst",
+            category="2. MagVit reconstruction",
+        ),
+        meta=FINETUNE["meta"],
+    log:
+        "logs/finetune_tokenizer.log",
+    benchmark:
+        "results/benchmarks/finetune_tokenizer.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=uses_gpu(),
+        mem_mb=lambda wc: 8000 + 2 * clips_mb(TRAIN_CLIPS),
+        runtime=finetune_minutes(),
+    params:
+        model_cfg=config["models"]["magvit"],
+        finetune=config["finetune"],
+        tokenize=config["tokenize"],
+        allow_slow_cpu=config["runtime"]["allow_slow_cpu"],
+        # Outside the outputs on purpose: Snakemake deletes an interrupted job's outputs, and the resume state must
+        # survive to be resumed from (it is checked against the run's settings and removed when training ends).
+        state="results/finetune/magvit/resume.pt",
+        code=code_version("finetune", "magvit", "tokenize", "weights", "environment"),
+    script:
+        "../scripts/finetune_tokenizer.py"
