@@ -51,7 +51,7 @@ def test_summary_with_finetuning_record():
     assert section.startswith(
         "The MagVit tokenizer, starting from its pretrained weights, was fine-tuned on 72 synthetic training clips "
         "of 9 frames of 32×32, rendered with seed 1000, disjoint from the 4 evaluation clips (seed 0). Training: "
-        "60 steps, batch size 8, learning rate 0.001, 42 s on cuda:0 (float16). Losses: reconstruction (L1), the "
+        "60 steps, batch size 8, learning rate 0.001, on cuda:0 (float16). Losses: reconstruction (L1), the "
         "LFQ entropy and commitment terms; no perceptual or adversarial loss. Initial training batch: loss 0.6123, "
         "PSNR 14.0 dB. Final training batch: loss 0.21, PSNR 23.0 dB.")
     assert "demonstration of the pipeline, not findings" in section and "Warning" not in section

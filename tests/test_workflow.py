@@ -209,7 +209,7 @@ def test_flipped_byte_in_weights_stops_the_stage_that_loads_them(demo, tmp_path)
     assert proc.returncode != 0
     log = (work / "logs/extract_features/clip/pretrained/0.log").read_text()
     assert "model.safetensors" in log and "sha256" in log and "rerun download_weights" in log
-    assert not (work / "results/features/clip/pretrained.npy").exists()
+    assert not (work / "results/features/clip/pretrained/shards/0/features.npy").exists()  # nothing written
 
 
 def test_real_config_resolves_all_three_repositories_offline(tmp_path):

@@ -89,16 +89,17 @@ def _finetune_section(config: dict, record: dict, n_eval: int, standin: bool) ->
     run = []
     steps, batch = get(("steps",)), get(("batch_size",))
     rate = get(("learning_rate",), ("config", "learning_rate"))
-    seconds, device, dtype = get(("seconds",)), get(("device",)), get(("dtype",))
+    device, dtype = get(("device",)), get(("dtype",))
     if steps is not None:
         run.append(f"{steps} steps")
     if batch is not None:
         run.append(f"batch size {batch}")
     if rate is not None:
         run.append(f"learning rate {rate:g}")
-    if seconds is not None:
-        run.append(f"{seconds:.0f} s" + (f" on {device}" if device else "") + (f" ({dtype})" if dtype else ""))
+    if device is not None:
+        run.append(f"on {device}" + (f" ({dtype})" if dtype else ""))
     if run:
+        # The wall time is in the record (finetune.json), not here: the summary is the same bytes on every rerun.
         text += " Training: " + ", ".join(run) + "."
     recon = get(("reconstruction_loss",), ("config", "reconstruction_loss"))
     text += (f" Losses: reconstruction ({recon.upper() if recon else 'L1 or L2'}), the LFQ entropy and commitment "
