@@ -93,11 +93,10 @@ def finetune_inputs(wildcards):
 
 
 def finetune_minutes():
-    """Runtime request: a training step costs ~3x a forward pass (10.7 TFLOP per 17x128x128 clip) at a pessimistic
-    20 TFLOP/s, plus 30 minutes to start, load and save."""
-    ft, ds = config["finetune"], config["dataset"]
-    scale = ds["frames"] / 17 * (ds["size"] / 128) ** 2
-    return int(30 + ft["steps"] * ft["batch_size"] * scale * 3 * 10.7 / 20 / 60)
+    """Runtime request: a training step costs ~3 encode+decode passes per clip, plus 30 minutes to start, load and
+    save."""
+    ft = config["finetune"]
+    return magvit_minutes(ft["steps"] * ft["batch_size"] * 3, overhead=30)
 
 
 def model_inits():
@@ -203,13 +202,14 @@ def shard_size(stage, wildcards):
     return stop - start
 
 
-def magvit_minutes(clips):
-    """Runtime request for a tokenize job: ~10.7 TFLOP per 17x128x128 clip at a pessimistic 20 TFLOP/s (an H200
-    ran 132-393 TFLOP/s, benchmarks/README.md), plus 20 minutes to start, load and hash the weights.
+def magvit_minutes(passes, overhead=20):
+    """Runtime request for ``passes`` MagVit encode+decode passes of one clip: ~10.7 TFLOP per 17x128x128 clip at a
+    pessimistic 20 TFLOP/s (an H200 ran 132-393 TFLOP/s, benchmarks/README.md), plus ``overhead`` minutes to start,
+    load and hash the weights.
     """
     ds = config["dataset"]
     scale = ds["frames"] / 17 * (ds["size"] / 128) ** 2
-    return int(20 + clips * scale * 10.7 / 20 / 60)
+    return int(overhead + passes * scale * 10.7 / 20 / 60)
 
 
 def feature_minutes(clips):
