@@ -5,6 +5,7 @@ import yaml
 from snakemake.utils import validate
 
 from trajbench import config as tb_config
+from trajbench.models import magvit as magvit_family
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 
@@ -37,6 +38,8 @@ def test_shipped_configs_are_valid(root, name):
 def test_demo_models_do_not_inherit_hub_keys(root):
     cfg = load(root, "demo.yaml")
     assert cfg["models"]["magvit"] == {
+        "family": "magvit",
+        "options": {},
         "source": "local",
         "standin": True,
         "architecture": cfg["models"]["magvit"]["architecture"],
@@ -72,7 +75,7 @@ def test_schema_errors_name_the_problem(root, path, value, message):
     "change, message",
     [
         (lambda c: c["dataset"].update(frames=16), r"dataset.frames=16 .* 1 \+ 4·k frames"),
-        (lambda c: c["dataset"].update(size=100), r"dataset.size=100 must be a multiple of MagVit's spatial"),
+        (lambda c: c["dataset"].update(size=100), r"dataset.size=100 must be a multiple of models.magvit \(MagVit\)'s spatial"),
         (lambda c: c["dataset"].update(object_radius=[5, 2]), "dataset.object_radius must be"),
         (lambda c: c["dataset"].update(shards=10_000), r"dataset.shards \(10000\) exceeds"),
         (lambda c: c["probe"].update(folds=100), "probe.folds=100 exceeds dataset.videos_per_class"),
@@ -80,6 +83,14 @@ def test_schema_errors_name_the_problem(root, path, value, message):
         (lambda c: c["models"]["clip"].pop("allow_patterns"), "models.clip: source 'hub' needs exactly one"),
         (lambda c: c["models"]["clip"].update(source="local", standin=True) or c["features"].update(
             random_seed=tb_config.STANDIN_SEED), "features.random_seed=1000003 is the stand-in weights' seed"),
+        (lambda c: c["models"]["clip"].update(family="clipp"), r"models.clip.family: unknown model family 'clipp'"),
+        (lambda c: c["models"]["clip"].update(options={"frame": 4}),
+         r"models.clip.options: unknown option\(s\) \['frame'\] for family clip"),
+        (lambda c: c["models"].update(features={"family": "pixels", "source": "none"}),
+         "models.features: the name 'features' is a results/ folder"),
+        (lambda c: c["models"].update(magvit2=dict(c["models"]["magvit"])), r"models \['magvit', 'magvit2'\] are all"),
+        (lambda c: c["models"]["videomae_k400"].update(source="none"), "models.videomae_k400.source is 'none' but "
+                                                                       "family videomae needs weights"),
     ],
 )
 def test_semantic_errors_name_the_key(root, change, message):
@@ -95,5 +106,32 @@ def test_compression_matches_the_model_config(ch_mult):
 
     model = MagvitConfig(ch=32, ch_mult=ch_mult, resolution=32)
     architecture = {"ch_mult": list(ch_mult)}
-    assert tb_config.magvit_temporal_compression(architecture) == model.temporal_compression
-    assert tb_config.magvit_spatial_compression(architecture) == model.spatial_compression
+    assert magvit_family.temporal_compression(architecture) == model.temporal_compression
+    assert magvit_family.spatial_compression(architecture) == model.spatial_compression
+
+
+def test_a_family_newer_than_the_installed_transformers_is_refused_by_name(root, monkeypatch):
+    """V-JEPA 2 came with transformers 4.53: on 4.48 the config check names the entry, the version it needs and
+    the way out, before any job (never an ImportError deep in a job)."""
+    monkeypatch.setattr(tb_config, "version", lambda name: "4.48.0" if name == "transformers" else "0")
+    cfg = load(root, "config.yaml")
+    with pytest.raises(tb_config.ConfigError, match=r"models.vjepa2: family vjepa2 needs transformers>=4.53.0, "
+                                                    r"installed: 4.48.0.*remove models.vjepa2"):
+        tb_config.check(cfg)
+    del cfg["models"]["vjepa2"]
+    tb_config.check(cfg)
+
+
+def test_two_checkpoints_of_one_family_under_two_names(root):
+    cfg = load(root, "config.yaml")
+    assert cfg["models"]["videomae"]["family"] == cfg["models"]["videomae_k400"]["family"] == "videomae"
+    assert cfg["models"]["videomae_k400"]["repo_id"] == "MCG-NJU/videomae-base-finetuned-kinetics"
+
+
+def test_normalize_sorts_every_mapping_but_keeps_list_order():
+    cfg = {"probe": {"seed": 0, "folds": 3}, "dataset": {"classes": ["zigzag", "linear"]},
+           "models": {"pixels": {"source": "none"}}}
+    tb_config.normalize(cfg)
+    assert list(cfg) == ["dataset", "models", "probe"] and list(cfg["probe"]) == ["folds", "seed"]
+    assert cfg["dataset"]["classes"] == ["zigzag", "linear"]
+    assert cfg["models"]["pixels"] == {"family": "pixels", "source": "none"}

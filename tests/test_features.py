@@ -24,7 +24,9 @@ from transformers import (
     VideoMAEModel,
 )
 
-from trajbench.features import FeatureError, even_indices, extract_features, token_histogram, unpack_bits
+from trajbench.features import extract_features
+from trajbench.models.base import FeatureError, even_indices
+from trajbench.models.magvit import token_histogram, unpack_bits
 from trajbench.io import write_json
 
 N, T, H, W = 6, 5, 24, 24
@@ -344,7 +346,7 @@ def test_oracle_separates_the_rendered_motion_classes():
 def test_input_validation(videos, labels):
     with pytest.raises(FeatureError, match="init 'pretrained' is not valid for pixels"):
         extract_features("pixels", "pretrained", videos, labels, {})
-    with pytest.raises(FeatureError, match=r"unknown option\(s\) \['sise'\] for pixels"):
+    with pytest.raises(FeatureError, match=r"unknown option\(s\) \['sise'\] for family pixels"):
         extract_features("pixels", "none", videos, labels, {"sise": 8})
     with pytest.raises(FeatureError, match="labels has 5 rows but there are 6 videos"):
         extract_features("oracle", "none", videos, labels[:5], {})
@@ -352,3 +354,78 @@ def test_input_validation(videos, labels):
         extract_features("clip", "random", videos, labels, {}, weights_dir=None)
     assert even_indices(17, 16).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16]
     assert even_indices(2, 3).tolist() == [0, 1, 1]
+
+
+# --- the families added through the registry: DINOv2, V-JEPA 2, a fine-tuned VideoMAE --------------------------------
+
+
+def test_dinov2_concat_mean_matches_per_frame_cls_embeddings(videos, labels, tmp_path):
+    from transformers import BitImageProcessor, Dinov2Model
+
+    from trajbench.models import dinov2
+
+    folder = dinov2.write_standin(tmp_path / "dinov2", {}, seed=5)
+    features, meta = extract_features("dinov2", "pretrained", videos, labels, {"frames": 3}, weights_dir=folder)
+    assert features.shape == (N, 4 * 32) and meta["frames"] == [0, 2, 4] and meta["family"] == "dinov2"
+    assert meta["checkpoint_kind"] == "Dinov2Model"
+    processor = BitImageProcessor.from_pretrained(folder)
+    model = Dinov2Model.from_pretrained(folder).eval()
+    with torch.inference_mode():
+        pixel_values = processor(list(videos[:, [0, 2, 4]].reshape(-1, H, W, 3)), return_tensors="pt")["pixel_values"]
+        embeds = model(pixel_values=pixel_values).pooler_output.reshape(N, 3, 32).numpy()
+    expected = np.concatenate([embeds.reshape(N, -1), embeds.mean(axis=1)], axis=1)
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_vjepa2_preprocessing_numbers():
+    from trajbench.models import vjepa2
+
+    rng = np.random.default_rng(0)
+    clips = torch.from_numpy(rng.integers(0, 256, (2, 4, 8, 12, 3), dtype=np.uint8))
+    settings = {"resize_px": 8, "crop_px": 8, "rescale_factor": 1 / 255, "image_mean": [0.1, 0.2, 0.3],
+                "image_std": [0.5, 0.25, 0.2]}
+    out = vjepa2.preprocess(clips, settings).numpy()
+    assert out.shape == (2, 4, 3, 8, 8)
+    # the shorter side already has 8 pixels: no resize, the centre 8 of 12 columns, rescaled and normalised
+    expected = (clips.numpy()[:, :, :, 2:10].transpose(0, 1, 4, 2, 3) / 255 - np.array([0.1, 0.2, 0.3])[:, None, None]
+                ) / np.array([0.5, 0.25, 0.2])[:, None, None]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    # halving: the antialiased bilinear resize of a constant frame is that constant
+    flat = torch.full((1, 2, 16, 16, 3), 51, dtype=torch.uint8)
+    half = vjepa2.preprocess(flat, {**settings, "resize_px": 8, "crop_px": 6}).numpy()
+    np.testing.assert_allclose(half[0, :, 0], (0.2 - 0.1) / 0.5, rtol=1e-5)
+    assert half.shape == (1, 2, 3, 6, 6)
+
+
+def test_vjepa2_features_are_the_encoder_mean_over_every_even_frame(videos, labels, tmp_path):
+    from transformers import VJEPA2Model
+
+    from trajbench.models import vjepa2
+
+    folder = vjepa2.write_standin(tmp_path / "vjepa2", {"crop_size": 24}, seed=5)
+    features, meta = extract_features("vjepa2", "pretrained", videos, labels, {}, weights_dir=folder, batch_size=4)
+    assert meta["frames"] == [0, 1, 2, 3] and meta["checkpoint_kind"] == "VJEPA2Model"  # T=5: the even 4, contiguous
+    settings = vjepa2.preprocessing(type("R", (), {"weights_dir": folder, "model_name": "vjepa2"}))
+    model = VJEPA2Model.from_pretrained(folder).eval()
+    with torch.inference_mode():
+        pixel_values = vjepa2.preprocess(torch.from_numpy(videos[:, :4].copy()), settings)
+        hidden = model(pixel_values_videos=pixel_values, skip_predictor=True).last_hidden_state
+    np.testing.assert_allclose(features, hidden.mean(dim=1).numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(FeatureError, match="multiple of its tubelet size 2"):
+        extract_features("vjepa2", "random", videos, labels, {"frames": 3}, weights_dir=folder)
+
+
+def test_a_finetuned_videomae_checkpoint_loads_its_encoder_and_says_what_it_is(videos, labels, tmp_path, caplog):
+    from trajbench.models import videomae
+
+    folder = videomae.write_standin(
+        tmp_path / "k400", {"architectures": ["VideoMAEForVideoClassification"], "num_labels": 9}, seed=5)
+    with caplog.at_level(logging.INFO):
+        features, meta = extract_features("videomae", "pretrained", videos[:2], labels[:2], {}, weights_dir=folder,
+                                          model_name="videomae_k400")
+    assert meta["model"] == "videomae_k400" and meta["family"] == "videomae"
+    assert meta["checkpoint_kind"] == "VideoMAEForVideoClassification"
+    assert meta["ignored_checkpoint_tensors"] == {"classifier": 2, "fc_norm": 2}
+    pretraining = videomae.write_standin(tmp_path / "pt", {}, seed=5)
+    _, meta = extract_features("videomae", "pretrained", videos[:2], labels[:2], {}, weights_dir=pretraining)
+    assert meta["checkpoint_kind"] == "VideoMAEForPreTraining"

@@ -12,6 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from trajbench import magvit, standins, weights
+from trajbench.models import clip as clip_family
+from trajbench.models import magvit as magvit_family
+from trajbench.models import videomae as videomae_family
 
 MAGVIT_ARCH = {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 4, "resolution": 16}
 COMMIT = "c" * 40
@@ -41,9 +44,9 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def test_magvit_standin_deterministic_bytes(tmp_path):
-    a = standins.write_magvit_standin(tmp_path / "a.ckpt", MAGVIT_ARCH, seed=3)
-    b = standins.write_magvit_standin(tmp_path / "b.ckpt", MAGVIT_ARCH, seed=3)
-    c = standins.write_magvit_standin(tmp_path / "c.ckpt", MAGVIT_ARCH, seed=4)
+    a = magvit_family.write_standin(tmp_path / "a", MAGVIT_ARCH, seed=3)
+    b = magvit_family.write_standin(tmp_path / "b", MAGVIT_ARCH, seed=3)
+    c = magvit_family.write_standin(tmp_path / "c", MAGVIT_ARCH, seed=4)
     # torch.save names the zip's inner folder after the file it writes to, so a save through a randomly named
     # temporary file differs byte-wise from run to run unless it writes through an open handle
     assert (
@@ -54,7 +57,7 @@ def test_magvit_standin_deterministic_bytes(tmp_path):
 
 def test_magvit_standin_loads_in_authors_layout(tmp_path):
     before = torch.random.get_rng_state()
-    path = standins.write_magvit_standin(tmp_path / "standin.ckpt", MAGVIT_ARCH, seed=3)
+    path = magvit_family.write_standin(tmp_path / "standin", MAGVIT_ARCH, seed=3)
     assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is untouched
 
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
@@ -68,7 +71,7 @@ def test_magvit_standin_loads_in_authors_layout(tmp_path):
         if value.is_floating_point():
             # EMA = raw + N(0, 1e-3) offset: close to the raw weights, but a different set
             offset = ema[key] - value
-            assert 0 < offset.abs().max() < 10 * standins.EMA_OFFSET_STD, key
+            assert 0 < offset.abs().max() < 10 * magvit_family.EMA_OFFSET_STD, key
 
     model = magvit.load_checkpoint(path, config)
     video = torch.zeros(1, 5, 16, 16, 3, dtype=torch.uint8)
@@ -79,9 +82,9 @@ def test_magvit_standin_loads_in_authors_layout(tmp_path):
 def test_videomae_standin_deterministic_and_loads(tmp_path):
     from transformers import AutoImageProcessor, VideoMAEForPreTraining
 
-    a = standins.write_videomae_standin(tmp_path / "a", {"num_frames": 4}, seed=1)
-    b = standins.write_videomae_standin(tmp_path / "b", {"num_frames": 4}, seed=1)
-    c = standins.write_videomae_standin(tmp_path / "c", {"num_frames": 4}, seed=2)
+    a = videomae_family.write_standin(tmp_path / "a", {"num_frames": 4}, seed=1)
+    b = videomae_family.write_standin(tmp_path / "b", {"num_frames": 4}, seed=1)
+    c = videomae_family.write_standin(tmp_path / "c", {"num_frames": 4}, seed=2)
     assert sorted(digests(a)) == ["config.json", "model.safetensors", "preprocessor_config.json"]
     assert digests(a) == digests(b)
     assert digests(a)["model.safetensors"] != digests(c)["model.safetensors"]
@@ -107,8 +110,8 @@ def test_clip_standin_deterministic_and_loads(tmp_path):
     from transformers import AutoImageProcessor, CLIPModel
 
     overrides = {"vision_config": {"image_size": 48}, "text_config": {"vocab_size": 128}, "projection_dim": 8}
-    a = standins.write_clip_standin(tmp_path / "a", overrides, seed=1)
-    b = standins.write_clip_standin(tmp_path / "b", overrides, seed=1)
+    a = clip_family.write_standin(tmp_path / "a", overrides, seed=1)
+    b = clip_family.write_standin(tmp_path / "b", overrides, seed=1)
     assert sorted(digests(a)) == ["config.json", "model.safetensors", "preprocessor_config.json"]
     assert digests(a) == digests(b)
 
@@ -165,7 +168,7 @@ def test_standin_in_hub_cache_fetched_and_loaded(tmp_path):
     """End to end: a stand-in served from the cache as a hub repo; the .bin is skipped; the folder loads."""
     from transformers import VideoMAEForPreTraining
 
-    folder = standins.write_videomae_standin(tmp_path / "standin", {}, seed=0)
+    folder = videomae_family.write_standin(tmp_path / "standin", {}, seed=0)
     files = {p.name: p for p in folder.iterdir()}
     (tmp_path / "pytorch_model.bin").write_bytes(b"not a usable pickle")
     files["pytorch_model.bin"] = tmp_path / "pytorch_model.bin"

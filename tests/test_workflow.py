@@ -215,19 +215,20 @@ def test_flipped_byte_in_weights_stops_the_stage_that_loads_them(demo, tmp_path)
 def test_real_config_resolves_all_three_repositories_offline(tmp_path):
     """HF_HUB_OFFLINE=1 and HF_HUB_CACHE holding the three repositories: download_weights needs no network."""
     from trajbench import standins
+    from trajbench.models import registry
 
     work = copy_workflow(tmp_path / "work")
     made, cache = tmp_path / "made", tmp_path / "hf_cache"
-    standins.write_magvit_standin(made / "video_128_262144.ckpt", {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1,
-                                                                   "z_channels": 4, "resolution": 16}, seed=1)
-    standins.write_videomae_standin(made / "videomae", yaml.safe_load(
-        (ROOT / "config/demo.yaml").read_text())["models"]["videomae"]["architecture"], seed=1)
-    standins.write_clip_standin(made / "clip", yaml.safe_load(
-        (ROOT / "config/demo.yaml").read_text())["models"]["clip"]["architecture"], seed=1)
+    magvit_file = registry.get("magvit").write_standin(made / "magvit", {"ch": 32, "ch_mult": [1, 2],
+                                                                         "num_res_blocks": 1, "z_channels": 4,
+                                                                         "resolution": 16}, seed=1)
+    demo_models = yaml.safe_load((ROOT / "config/demo.yaml").read_text())["models"]
+    for name in ("videomae", "clip"):
+        registry.get(name).write_standin(made / name, demo_models[name]["architecture"], seed=1)
     commits = {"TencentARC/Open-MAGVIT2-Tokenizer-262144-Video": "1" * 40, "MCG-NJU/videomae-base": "2" * 40,
                "openai/clip-vit-base-patch32": "3" * 40}
     standins.populate_hub_cache(cache, "TencentARC/Open-MAGVIT2-Tokenizer-262144-Video",
-                                {"video_128_262144.ckpt": made / "video_128_262144.ckpt"}, commits[
+                                {"video_128_262144.ckpt": magvit_file}, commits[
                                     "TencentARC/Open-MAGVIT2-Tokenizer-262144-Video"])
     for name, repo in (("videomae", "MCG-NJU/videomae-base"), ("clip", "openai/clip-vit-base-patch32")):
         files = {p.name: p for p in (made / name).iterdir()}

@@ -7,9 +7,13 @@ names the key.
 
 from __future__ import annotations
 
-INIT_MODELS = ("magvit", "videomae", "clip")  # models with weights: pretrained and random inits
-BASELINES = ("pixels", "oracle")  # no weights: a single init, "none"
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
+from packaging.version import Version
+
+from trajbench.models import registry
+from trajbench.models.base import TOKENIZER
 
 # Stand-in weights play the part of "pretrained": drawn with the random inits' seed they would be the same network
 # as "random", and every pretrained-vs-random difference would be exactly zero.
@@ -20,35 +24,44 @@ class ConfigError(ValueError):
     pass
 
 
-# These two mirror trajbench.magvit.MagvitConfig (a test checks they agree): the Snakefile runs this module while
-# building the DAG, and importing torch there would slow every dry run by seconds.
-def magvit_temporal_compression(architecture: dict) -> int:
-    """Frames per latent frame: every level but the last downsamples time by 2 where its ch_mult is not 1."""
-    ch_mult = list(architecture.get("ch_mult", (1, 2, 2, 4)))
-    return 2 ** sum(1 for m in ch_mult[:-1] if m != 1)
-
-
-def magvit_spatial_compression(architecture: dict) -> int:
-    return 2 ** (len(architecture.get("ch_mult", (1, 2, 2, 4))) - 1)
-
-
 _SOURCE_KEYS = {
     "hub": {"repo_id", "revision", "filename", "allow_patterns"},
     "local": {"path"},
     "none": set(),
 }
-_COMMON_KEYS = {"source", "standin", "architecture", "inits"}
+_COMMON_KEYS = {"family", "source", "standin", "architecture", "inits", "options"}
+# Folders of results/ that a model's own outputs (a tokenizer's results/<name>/) must not take over.
+RESERVED_NAMES = {"benchmarks", "comparisons", "data", "env", "features", "figures", "finetune", "probes"}
 
 
 def normalize(config: dict) -> None:
-    """Drop model keys that do not apply to the model's source, in place.
+    """Drop model keys that do not apply to the model's source and name each model's family, in place; then put
+    every mapping in canonical (sorted) key order.
 
     Snakemake merges a ``--configfile`` over config/config.yaml key by key, so a demo model with ``source: local``
-    would otherwise inherit the real config's ``repo_id`` and ``filename`` and carry them into manifests.
+    would otherwise inherit the real config's ``repo_id`` and ``filename`` and carry them into manifests. Snakemake
+    compares a rule's params with their earlier values as text, so sorted keys make a reordered config file rerun
+    nothing.
     """
     for name, model in config.get("models", {}).items():
         keep = _COMMON_KEYS | _SOURCE_KEYS[model["source"]]
-        config["models"][name] = {k: v for k, v in model.items() if k in keep}
+        config["models"][name] = {"family": name, **{k: v for k, v in model.items() if k in keep}}
+    ordered = canonical(dict(config))
+    config.clear()
+    config.update(ordered)
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with every mapping's keys sorted, recursively; lists keep their order (it means something)."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
+def tokenizers(config: dict) -> list[str]:
+    return [name for name in config["models"] if registry.of(config, name).role == TOKENIZER]
 
 
 def check(config: dict) -> None:
@@ -77,43 +90,15 @@ def check(config: dict) -> None:
 
     models = config["models"]
     for name, model in models.items():
-        where = f"models.{name}"
-        source = model["source"]
-        if name in BASELINES and source != "none":
-            raise ConfigError(f"{where}.source must be 'none': the {name} baseline has no weights")
-        if name in INIT_MODELS and source == "none":
-            raise ConfigError(f"{where}.source is 'none' but {name} needs weights; use 'hub' or 'local'")
-        if source == "hub":
-            if "repo_id" not in model:
-                raise ConfigError(f"{where}: source 'hub' needs repo_id")
-            if ("filename" in model) == ("allow_patterns" in model):
-                raise ConfigError(f"{where}: source 'hub' needs exactly one of filename or allow_patterns")
-        if model.get("standin"):
-            if source != "local" or "path" in model:
-                raise ConfigError(f"{where}.standin needs source 'local' and no path: the workflow writes the "
-                                  f"stand-in under resources/standins/{name}")
-        elif source == "local" and "path" not in model:
-            raise ConfigError(f"{where}: source 'local' needs path")
-
+        _check_model(name, model, config)
+    if len(tokenizers(config)) > 1:
+        raise ConfigError(f"models {tokenizers(config)} are all tokenizers; the workflow runs one tokenizer per run "
+                          "(its tokenize, fine-tuning and reconstruction stages); keep one")
     if any(m.get("standin") for m in models.values()):
         for key in ("tokenize", "features"):
             if config[key]["random_seed"] == STANDIN_SEED:
                 raise ConfigError(f"{key}.random_seed={STANDIN_SEED} is the stand-in weights' seed: 'random' would "
                                   "equal 'pretrained'; choose another seed")
-
-    if "magvit" in models:
-        arch = models["magvit"].get("architecture", {})
-        tc, sc = magvit_temporal_compression(arch), magvit_spatial_compression(arch)
-        window = config["tokenize"].get("window") or ds["frames"]
-        if (window - 1) % tc:
-            raise ConfigError(
-                f"dataset.frames={ds['frames']} (window {window}) does not fit MagVit: its temporal compression "
-                f"is {tc}, so a window must have 1 + {tc}·k frames (e.g. {1 + tc * max(1, (window - 1) // tc)})"
-            )
-        if ds["frames"] % window and window != ds["frames"]:
-            raise ConfigError(f"tokenize.window={window} does not divide dataset.frames={ds['frames']}")
-        if ds["size"] % sc:
-            raise ConfigError(f"dataset.size={ds['size']} must be a multiple of MagVit's spatial compression {sc}")
 
     finetune = config["finetune"]
     if finetune["enabled"]:
@@ -122,8 +107,9 @@ def check(config: dict) -> None:
                 f"finetune.data.seed={ds['seed']} equals dataset.seed: the fine-tuning clips would be the evaluation "
                 "clips; choose another seed"
             )
-        if "magvit" not in models:
-            raise ConfigError("finetune.enabled needs models.magvit: it fine-tunes the MagVit tokenizer")
+        if not any(registry.of(config, name).finetunable for name in models):
+            finetunable = [f.name for f in registry.FAMILIES.values() if f.finetunable]
+            raise ConfigError(f"finetune.enabled needs a model of a family that can be fine-tuned ({finetunable})")
 
     probe = config["probe"]
     if probe["folds"] > ds["videos_per_class"]:
@@ -137,3 +123,50 @@ def check(config: dict) -> None:
             f"probe.inner_folds={probe['inner_folds']} exceeds the {train_per_class} training videos per class "
             f"left by probe.folds={probe['folds']}; lower it or raise dataset.videos_per_class"
         )
+
+
+def _check_model(name: str, model: dict, config: dict) -> None:
+    where = f"models.{name}"
+    try:
+        family = registry.get(model["family"])
+    except KeyError as error:
+        raise ConfigError(f"{where}.family: {error.args[0]}") from None
+    if name in RESERVED_NAMES:
+        raise ConfigError(f"{where}: the name {name!r} is a results/ folder of the workflow; choose another name")
+    source = model["source"]
+    if not family.weights and source != "none":
+        raise ConfigError(f"{where}.source must be 'none': the {family.name} baseline has no weights")
+    if family.weights and source == "none":
+        raise ConfigError(f"{where}.source is 'none' but family {family.name} needs weights; use 'hub' or 'local'")
+    if source == "hub":
+        if "repo_id" not in model:
+            raise ConfigError(f"{where}: source 'hub' needs repo_id")
+        if ("filename" in model) == ("allow_patterns" in model):
+            raise ConfigError(f"{where}: source 'hub' needs exactly one of filename or allow_patterns")
+    if model.get("standin"):
+        if source != "local" or "path" in model:
+            raise ConfigError(f"{where}.standin needs source 'local' and no path: the workflow writes the "
+                              f"stand-in under resources/standins/{name}")
+        if family.write_standin is None:
+            raise ConfigError(f"{where}.standin: family {family.name} has no stand-in writer")
+    elif source == "local" and "path" not in model:
+        raise ConfigError(f"{where}: source 'local' needs path")
+    unknown = sorted(set(model.get("options", {})) - set(family.options))
+    if unknown:
+        raise ConfigError(f"{where}.options: unknown option(s) {unknown} for family {family.name}; known: "
+                          f"{sorted(family.options) or 'none'}")
+    if family.min_transformers:
+        try:
+            installed = version("transformers")
+        except PackageNotFoundError:
+            installed = "none"
+        if installed == "none" or Version(installed) < Version(family.min_transformers):
+            raise ConfigError(
+                f"{where}: family {family.name} needs transformers>={family.min_transformers}, installed: "
+                f"{installed}. Upgrade it (pip install 'transformers>={family.min_transformers}'; your torch stays) "
+                f"or remove models.{name} from the config"
+            )
+    if family.check_config:
+        problem = family.check_config(name, model, config)
+        if problem:
+            raise ConfigError(problem)

@@ -1,17 +1,10 @@
-"""Demo stand-in weights: tiny, seeded models in the same file formats as the real hub repos.
+"""Demo stand-in weights: what every family's writer shares (each family module has its own writer,
+``Family.write_standin``), and a hub cache to put them in.
 
-They let the demo and the tests run every stage (download/verify, loading, features) without the multi-GB downloads.
-Same seed and library versions -> the same bytes on CPU. Each writer draws its weights in a forked RNG, so the
-caller's global RNG state is untouched.
-
-- MagVit: the authors' Lightning checkpoint layout (raw weights under module names plus ``model_ema.*``), written by
-  :func:`trajbench.magvit.save_checkpoint`.
-- VideoMAE: ``VideoMAEForPreTraining`` (what MCG-NJU/videomae-base holds: encoder, decoder, mask token) as
-  safetensors + ``VideoMAEImageProcessor`` (preprocessor_config.json) sized for the tiny model.
-- CLIP: full ``CLIPModel`` (text and vision towers, projections, logit_scale; like openai/clip-vit-base-patch32) +
-  ``CLIPImageProcessor``; no tokenizer (only image features are used).
-
-:func:`populate_hub_cache` lays files out as a huggingface_hub cache, so offline hub resolution can be exercised.
+Stand-ins are tiny, seeded models in the same file formats as the real hub repos. They let the demo and the tests run
+every stage (download/verify, loading, features) without the multi-GB downloads. Same seed and library versions ->
+the same bytes on CPU. :func:`populate_hub_cache` lays files out as a huggingface_hub cache, so offline hub resolution
+can be exercised.
 """
 
 from __future__ import annotations
@@ -24,132 +17,45 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
-from trajbench import magvit
-from trajbench.io import atomic_dir, atomic_path, sha256_file, write_text
+from trajbench.io import atomic_dir, atomic_path, sha256_file, write_json, write_text
 from trajbench.weights import git_blob_sha1, repo_cache_folder
 
-TINY_VIDEOMAE = {
-    "image_size": 32,
-    "patch_size": 16,
-    "num_frames": 4,
-    "tubelet_size": 2,
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "decoder_hidden_size": 32,
-    "decoder_num_hidden_layers": 1,
-    "decoder_num_attention_heads": 2,
-    "decoder_intermediate_size": 64,
-}
-TINY_CLIP = {
-    "projection_dim": 16,
-    "text_config": {
-        "vocab_size": 1000,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "max_position_embeddings": 16,
-    },
-    "vision_config": {
-        "image_size": 32,
-        "patch_size": 16,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-    },
-}
 # the ImageNet statistics that MCG-NJU/videomae-base's preprocessor uses (the class default is 0.5/0.5)
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-EMA_OFFSET_STD = 1e-3  # how far the stand-in's EMA weights sit from its raw weights
 # the hub's default .gitattributes stores these in LFS (etag = sha256); other files are plain git (etag = sha1)
 _LFS_SUFFIXES = {".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".npy", ".npz", ".pkl"}
 _LFS_MIN_SIZE = 10 << 20  # the hub rejects larger non-LFS files
 
 
 @contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
+def seeded(seed: int) -> Iterator[None]:
+    """Draw weights from ``seed`` in a forked RNG, leaving the caller's global RNG state untouched."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
 
 
-def write_magvit_standin(path: str | os.PathLike, architecture: dict, seed: int) -> Path:
-    """A tiny MagVit checkpoint in the authors' layout; ``architecture`` as for ``MagvitConfig.from_dict``.
-
-    The raw weights are ``build_model(config, seed)``; the EMA block (what is loaded by default) is those weights
-    plus a small seeded offset, as a trained EMA trails the raw weights, so loading the wrong set is detectable.
-    """
-    model = magvit.build_model(magvit.MagvitConfig.from_dict(architecture), seed)
-    raw = model.state_dict()
-    generator = torch.Generator().manual_seed(seed)
-    ema = {
-        key: (
-            value + EMA_OFFSET_STD * torch.randn(value.shape, generator=generator)
-            if value.is_floating_point()
-            else value
-        )
-        for key, value in raw.items()
-    }
-    magvit.save_checkpoint(path, raw, ema)
-    return Path(path)
-
-
-def write_videomae_standin(folder: str | os.PathLike, config_overrides: dict, seed: int) -> Path:
-    """A tiny ``VideoMAEForPreTraining`` (safetensors) with its ``VideoMAEImageProcessor`` in ``folder``."""
-    from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEImageProcessor
-
-    config = VideoMAEConfig(**{**TINY_VIDEOMAE, **config_overrides})
-    side = config.image_size
-    processor = VideoMAEImageProcessor(
-        size={"shortest_edge": side},
-        crop_size={"height": side, "width": side},
-        image_mean=IMAGENET_MEAN,
-        image_std=IMAGENET_STD,
-    )
-    with _seeded(seed):
-        model = VideoMAEForPreTraining(config)
-    return _save_pretrained(folder, model, processor)
-
-
-def write_clip_standin(folder: str | os.PathLike, config_overrides: dict, seed: int) -> Path:
-    """A tiny full ``CLIPModel`` (safetensors) with its ``CLIPImageProcessor`` in ``folder``.
-
-    ``config_overrides`` may hold top-level keys and ``text_config`` / ``vision_config`` dicts (merged key by key).
-    """
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    values = _merge(TINY_CLIP, config_overrides)
-    # the real special-token ids (49406/49407) lie outside a tiny vocabulary: use its last two ids
-    vocab = values["text_config"]["vocab_size"]
-    values["text_config"] = {"bos_token_id": vocab - 2, "eos_token_id": vocab - 1, **values["text_config"]}
-    config = CLIPConfig(**values)
-    side = config.vision_config.image_size
-    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
-    with _seeded(seed):
-        model = CLIPModel(config)
-    return _save_pretrained(folder, model, processor)
-
-
-def _merge(base: dict, overrides: dict) -> dict:
+def merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` merged in, nested dicts key by key."""
     merged = copy.deepcopy(base)
     for key, value in overrides.items():
         merged[key] = (
-            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+            merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
         )
     return merged
 
 
-def _save_pretrained(folder: str | os.PathLike, *savables: Any) -> Path:
-    """``save_pretrained`` every object into a scratch folder that becomes ``folder`` only when all are written."""
+def save_pretrained(folder: str | os.PathLike, *savables: Any, json_files: dict[str, Any] | None = None) -> Path:
+    """``save_pretrained`` every object (and write ``json_files``, {name: content}) into a scratch folder that
+    becomes ``folder`` only when all are written."""
     with atomic_dir(folder) as scratch:
         for savable in savables:
             savable.save_pretrained(scratch)
+        for name, content in (json_files or {}).items():
+            write_json(scratch / name, content)
     return Path(folder)
 
 

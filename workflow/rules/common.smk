@@ -1,4 +1,3 @@
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -14,8 +13,10 @@ os.environ.update(
     )
 )
 
+from trajbench import codehash  # noqa: E402
 from trajbench import config as tb_config  # noqa: E402
 from trajbench import shards as tb_shards  # noqa: E402
+from trajbench.models import registry  # noqa: E402
 
 try:
     tb_config.normalize(config)
@@ -25,7 +26,10 @@ except tb_config.ConfigError as err:
 
 
 MODELS = list(config["models"])
-WEIGHT_MODELS = [m for m in MODELS if config["models"][m]["source"] != "none"]
+FAMILY = {m: registry.of(config, m) for m in MODELS}
+WEIGHT_MODELS = [m for m in MODELS if FAMILY[m].weights]
+# The one tokenizer of the run (tb_config.check allows at most one), or None.
+TOKENIZER = next(iter(tb_config.tokenizers(config)), None)
 SHARDS = list(range(config["dataset"]["shards"]))
 N_CLIPS = len(config["dataset"]["classes"]) * config["dataset"]["videos_per_class"]
 TRAIN_CLIPS = (
@@ -36,11 +40,16 @@ VIDEOS = "results/data/videos.npy"
 LABELS = "results/data/labels.csv"
 ENV_JSON = "results/env/environment.json"
 FINETUNE = {
-    "checkpoint": "results/finetune/magvit/model.ckpt",
-    "history": "results/finetune/magvit/history.csv",
-    "curves": "results/finetune/magvit/curves.png",
-    "meta": "results/finetune/magvit/finetune.json",
+    key: f"results/finetune/{TOKENIZER}/{name}"
+    for key, name in (
+        ("checkpoint", "model.ckpt"),
+        ("history", "history.csv"),
+        ("curves", "curves.png"),
+        ("meta", "finetune.json"),
+        ("state", "resume.pt"),
+    )
 }
+FINETUNING = config["finetune"]["enabled"] and TOKENIZER is not None
 
 
 wildcard_constraints:
@@ -50,12 +59,13 @@ wildcard_constraints:
 
 
 def inits(model):
-    """pretrained/random for models with weights, and MagVit's finetuned when enabled; the baselines have a single
-    init, "none"."""
-    if config["models"][model]["source"] == "none":
+    """The family's inits that the config asks for: pretrained/random (models.<name>.inits) for models with
+    weights, finetuned where fine-tuning is enabled; the baselines have a single init, "none"."""
+    family = FAMILY[model]
+    if not family.weights:
         return ["none"]
     chosen = config["models"][model].get("inits", ["pretrained", "random"])
-    if model == "magvit" and config["finetune"]["enabled"]:
+    if family.finetunable and FINETUNING:
         chosen = [*chosen, "finetuned"]
     return chosen
 
@@ -64,7 +74,7 @@ def tokenize_inputs(wildcards):
     """The dataset and environment; the weights that the init loads: the hub's, the fine-tuned, or none."""
     inputs = {"videos": VIDEOS, "table": LABELS, "env": ENV_JSON}
     if wildcards.init == "pretrained":
-        inputs["manifest"] = manifest("magvit")
+        inputs["manifest"] = manifest(TOKENIZER)
     elif wildcards.init == "finetuned":
         inputs["checkpoint"] = FINETUNE["checkpoint"]
     return inputs
@@ -88,7 +98,7 @@ def finetune_inputs(wildcards):
         "env": ENV_JSON,
     }
     if config["finetune"]["init_from"] == "pretrained":
-        inputs["manifest"] = manifest("magvit")
+        inputs["manifest"] = manifest(TOKENIZER)
     return inputs
 
 
@@ -103,17 +113,16 @@ def model_inits():
     return [(m, i) for m in MODELS for i in inits(m)]
 
 
-def code_version(*modules):
-    """Hash of the library modules that a job runs, passed as a param so that editing them reruns its jobs."""
-    digest = hashlib.sha256()
-    for module in ("__init__", "io", "logs") + modules:
-        digest.update((Path(SRC) / "trajbench" / f"{module}.py").read_bytes())
-    return digest.hexdigest()[:16]
+def code_version(script):
+    """Hash of the library modules that ``workflow/scripts/<script>.py`` imports, directly or through each other,
+    passed as a param so that editing any of them reruns exactly the jobs that run it."""
+    return codehash.script_hash(Path(workflow.basedir) / "workflow" / "scripts" / f"{script}.py", SRC)
 
 
 def standin_path(model):
     folder = f"resources/standins/{model}"
-    return f"{folder}/standin.ckpt" if model == "magvit" else folder
+    standin_file = FAMILY[model].standin_file
+    return f"{folder}/{standin_file}" if standin_file else folder
 
 
 def weights_input(wildcards):
@@ -148,11 +157,12 @@ def summary_inputs(wildcards):
         "env": ENV_JSON,
         "table": LABELS,
         "manifests": [manifest(m) for m in WEIGHT_MODELS],
-        "reconstruction": "results/comparisons/reconstruction.md",
         "init_differences": "results/comparisons/init_differences.md",
         "models": "results/comparisons/models.md",
     }
-    if config["finetune"]["enabled"]:
+    if TOKENIZER:
+        inputs["reconstruction"] = "results/comparisons/reconstruction.md"
+    if FINETUNING:
         inputs["finetune"] = FINETUNE["meta"]
     return inputs
 
@@ -165,15 +175,20 @@ def final_outputs():
     ]
 
 
-def stage_shards(stage, model="magvit"):
+def stage_shards(stage, model=TOKENIZER):
     """Jobs a data-parallel stage is split into: tokenize.shards, features.shards for the networks (the other
     extractors take seconds, so they stay one job)."""
-    if stage == "features" and model not in ("videomae", "clip"):
+    if stage == "features" and not FAMILY[model].network:
         return 1
     return config[stage]["shards"]
 
 
-def shard_clips(stage, shard, model="magvit"):
+def network_gpu(model):
+    """1 where the model's feature job runs a network on a GPU (the gpu resource), else 0."""
+    return uses_gpu() if FAMILY[model].network else 0
+
+
+def shard_clips(stage, shard, model=TOKENIZER):
     """[start, stop) of the clips of one shard job: whole batches, so any shard count gives the same bytes."""
     clips = tb_shards.clip_range(
         N_CLIPS, stage_shards(stage, model), config[stage]["batch_size"], int(shard)
@@ -197,7 +212,7 @@ def dataset_mb():
 
 def shard_size(stage, wildcards):
     start, stop = shard_clips(
-        stage, wildcards.shard, getattr(wildcards, "model", "magvit")
+        stage, wildcards.shard, getattr(wildcards, "model", TOKENIZER)
     )
     return stop - start
 
@@ -219,22 +234,21 @@ def feature_minutes(clips):
 
 
 def feature_inputs(wildcards):
-    """Videos and labels always; the weights manifest and environment for networks; tokens for MagVit."""
+    """Videos and labels always; the weights manifest and environment for networks; a tokenizer's tokens."""
     inputs = {"videos": VIDEOS, "table": LABELS}
-    if wildcards.model in ("videomae", "clip"):
+    family = FAMILY[wildcards.model]
+    if family.network:
         inputs.update(env=ENV_JSON, manifest=manifest(wildcards.model))
-    if wildcards.model == "magvit":
-        inputs["tokens"] = f"results/magvit/{wildcards.init}/tokens.npy"
+    if family.role == "tokenizer":
+        inputs["tokens"] = f"results/{wildcards.model}/{wildcards.init}/tokens.npy"
     return inputs
 
 
 def feature_options(model):
-    options = dict(config["features"].get(model, {}))
-    if model == "magvit":
-        options["z_channels"] = (
-            config["models"]["magvit"].get("architecture", {}).get("z_channels", 18)
-        )
-    return options
+    """models.<name>.options over the family's defaults, and what follows from the model's config entry."""
+    cfg = config["models"][model]
+    derived = FAMILY[model].derived_options
+    return {**cfg.get("options", {}), **(derived(cfg) if derived else {})}
 
 
 # A token for gated repositories comes from the environment only. Declared when set, so that Snakemake passes it

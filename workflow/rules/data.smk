@@ -15,7 +15,7 @@ rule render_videos:
     params:
         dataset=config["dataset"],
         shard=lambda wc: int(wc.shard),
-        code=code_version("render"),
+        code=code_version("render_videos"),
     script:
         "../scripts/render_videos.py"
 
@@ -35,7 +35,7 @@ rule merge_videos:
         mem_mb=1000,
         runtime=15,
     params:
-        code=code_version("render"),
+        code=code_version("merge_videos"),
     script:
         "../scripts/merge_videos.py"
 
@@ -65,6 +65,6 @@ rule preview_dataset:
         mem_mb=1000,
         runtime=10,
     params:
-        code=code_version("render"),
+        code=code_version("preview_dataset"),
     script:
         "../scripts/preview_dataset.py"

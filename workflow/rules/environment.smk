@@ -24,7 +24,7 @@ rule check_environment:
     params:
         runtime=config["runtime"],
         environment=config["environment"],
-        code=code_version("environment"),
+        code=code_version("check_environment"),
     script:
         "../scripts/check_environment.py"
 

@@ -11,19 +11,18 @@ rule extract_features:
     conda:
         "../../envs/torch.yaml"
     # On CPU one thread each lets two extractions run side by side, which beats two threads for one.
-    threads: lambda wc: 2 if uses_gpu() and wc.model in ("videomae", "clip") else 1
+    threads: lambda wc: 1 + network_gpu(wc.model)
     resources:
-        gpu=lambda wc: uses_gpu() if wc.model in ("videomae", "clip") else 0,
+        gpu=lambda wc: network_gpu(wc.model),
         mem_mb=lambda wc: 4000 + 2 * clips_mb(shard_size("features", wc)),
         runtime=lambda wc: feature_minutes(shard_size("features", wc)),
     params:
-        model=lambda wc: wc.model,
-        init=lambda wc: wc.init,
+        family=lambda wc: FAMILY[wc.model].name,
         clips=lambda wc: shard_clips("features", wc.shard, wc.model),
         options=lambda wc: feature_options(wc.model),
         batch_size=config["features"]["batch_size"],
         seed=config["features"]["random_seed"],
-        code=code_version("features", "weights", "environment"),
+        code=code_version("extract_features"),
     script:
         "../scripts/extract_features.py"
 
@@ -54,6 +53,6 @@ rule merge_features:
         arrays=["features"],
         what=lambda wc: f"features ({wc.model}/{wc.init})",
         clips=N_CLIPS,
-        code=code_version("shards"),
+        code=code_version("merge_shards"),
     script:
         "../scripts/merge_shards.py"

@@ -14,7 +14,7 @@ rule render_training_videos:
     params:
         dataset=training_dataset(),
         shard=0,
-        code=code_version("render"),
+        code=code_version("render_videos"),
     script:
         "../scripts/render_videos.py"
 
@@ -43,13 +43,13 @@ rule finetune_tokenizer:
         mem_mb=lambda wc: 8000 + 2 * clips_mb(TRAIN_CLIPS),
         runtime=finetune_minutes(),
     params:
-        model_cfg=config["models"]["magvit"],
+        model_cfg=config["models"][TOKENIZER],
         finetune=config["finetune"],
         tokenize=config["tokenize"],
         allow_slow_cpu=config["runtime"]["allow_slow_cpu"],
         # Outside the outputs on purpose: Snakemake deletes an interrupted job's outputs, and the resume state must
         # survive to be resumed from (it is checked against the run's settings and removed when training ends).
-        state="results/finetune/magvit/resume.pt",
-        code=code_version("finetune", "magvit", "tokenize", "weights", "environment"),
+        state=FINETUNE["state"],
+        code=code_version("finetune_tokenizer"),
     script:
         "../scripts/finetune_tokenizer.py"

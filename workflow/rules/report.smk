@@ -39,7 +39,7 @@ rule compare:
     params:
         model_inits=model_inits(),
         standin=STANDIN,
-        code=code_version("compare", "figures", "probe"),
+        code=code_version("compare"),
     script:
         "../scripts/compare.py"
 

@@ -11,10 +11,10 @@ rule make_standin_weights:
         mem_mb=2000,
         runtime=10,
     params:
-        model=lambda wc: wc.model,
+        family=lambda wc: FAMILY[wc.model].name,
         architecture=lambda wc: config["models"][wc.model].get("architecture", {}),
         seed=tb_config.STANDIN_SEED,
-        code=code_version("standins", "magvit"),
+        code=code_version("make_standin_weights"),
     script:
         "../scripts/make_standin_weights.py"
 
@@ -38,6 +38,6 @@ rule download_weights:
         model=lambda wc: wc.model,
         model_cfg=lambda wc: weights_config(wc.model),
         weights=config["weights"],
-        code=code_version("weights"),
+        code=code_version("download_weights"),
     script:
         "../scripts/download_weights.py"

@@ -18,11 +18,12 @@ if "env" in snakemake.input.keys():
 if "tokens" in snakemake.input.keys():
     runtime["tokens"] = np.load(snakemake.input.tokens, mmap_mode="r")
 feats, meta = features.extract_features(
-    p.model,
-    p.init,
+    p.family,
+    snakemake.wildcards.init,
     videos,
     table,
     p.options,
+    model_name=snakemake.wildcards.model,
     batch_size=p.batch_size,
     seed=p.seed,
     logger=logger,

@@ -13,12 +13,12 @@ environment.check_cpu_budget(
     choice.device,
     len(videos) * magvit.estimate_tflop(config, videos.shape[1], videos.shape[2], videos.shape[3]),
     p.allow_slow_cpu,
-    f"MagVit ({p.init}) encode+decode of {len(videos)} clips",
+    f"MagVit ({snakemake.wildcards.init}) encode+decode of {len(videos)} clips",
 )
-if p.init == "pretrained":
+if snakemake.wildcards.init == "pretrained":
     manifest = weights.verify(snakemake.input.manifest)  # a corrupt file stops the job before the model loads
     model = magvit.load_checkpoint(weights.local_path(manifest), config, weights=p.tokenize["weights"])
-elif p.init == "finetuned":
+elif snakemake.wildcards.init == "finetuned":
     model = magvit.load_checkpoint(snakemake.input.checkpoint, config, weights=p.tokenize["weights"])
 else:
     model = magvit.build_model(config, seed=p.tokenize["random_seed"])
@@ -39,9 +39,9 @@ io.save_npy(snakemake.output.reconstructions, reconstructions)
 io.write_json(
     snakemake.output.meta,
     {
-        "init": p.init,
+        "init": snakemake.wildcards.init,
         "architecture": config.to_dict(),
-        "weights": f"random (seed {p.tokenize['random_seed']})" if p.init == "random" else p.tokenize["weights"],
+        "weights": f"random (seed {p.tokenize['random_seed']})" if snakemake.wildcards.init == "random" else p.tokenize["weights"],
         "standin": bool(p.model_cfg.get("standin")),
         "device": choice.device,
         "dtype": "float32" if p.tokenize["mode"] == "reference" else str(dtype).removeprefix("torch."),

@@ -2,9 +2,9 @@ rule tokenize:
     input:
         unpack(tokenize_inputs),
     output:
-        tokens=temp("results/magvit/{init}/shards/{shard}/tokens.npy"),
-        reconstructions=temp("results/magvit/{init}/shards/{shard}/reconstructions.npy"),
-        meta=temp("results/magvit/{init}/shards/{shard}/tokenize.json"),
+        tokens=temp(f"results/{TOKENIZER}/{{init}}/shards/{{shard}}/tokens.npy"),
+        reconstructions=temp(f"results/{TOKENIZER}/{{init}}/shards/{{shard}}/reconstructions.npy"),
+        meta=temp(f"results/{TOKENIZER}/{{init}}/shards/{{shard}}/tokenize.json"),
     log:
         "logs/tokenize/{init}/{shard}.log",
     benchmark:
@@ -18,12 +18,11 @@ rule tokenize:
         mem_mb=lambda wc: 6000 + 3 * clips_mb(shard_size("tokenize", wc)),
         runtime=lambda wc: magvit_minutes(shard_size("tokenize", wc)),
     params:
-        init=lambda wc: wc.init,
         clips=lambda wc: shard_clips("tokenize", wc.shard),
-        model_cfg=config["models"]["magvit"],
+        model_cfg=config["models"][TOKENIZER],
         tokenize=config["tokenize"],
         allow_slow_cpu=config["runtime"]["allow_slow_cpu"],
-        code=code_version("magvit", "tokenize", "weights", "environment"),
+        code=code_version("tokenize"),
     script:
         "../scripts/tokenize.py"
 
@@ -31,21 +30,21 @@ rule tokenize:
 rule merge_tokens:
     input:
         tokens=expand(
-            "results/magvit/{{init}}/shards/{shard}/tokens.npy",
+            f"results/{TOKENIZER}/{{{{init}}}}/shards/{{shard}}/tokens.npy",
             shard=range(stage_shards("tokenize")),
         ),
         reconstructions=expand(
-            "results/magvit/{{init}}/shards/{shard}/reconstructions.npy",
+            f"results/{TOKENIZER}/{{{{init}}}}/shards/{{shard}}/reconstructions.npy",
             shard=range(stage_shards("tokenize")),
         ),
         meta=expand(
-            "results/magvit/{{init}}/shards/{shard}/tokenize.json",
+            f"results/{TOKENIZER}/{{{{init}}}}/shards/{{shard}}/tokenize.json",
             shard=range(stage_shards("tokenize")),
         ),
     output:
-        tokens="results/magvit/{init}/tokens.npy",
-        reconstructions="results/magvit/{init}/reconstructions.npy",
-        meta="results/magvit/{init}/tokenize.json",
+        tokens=f"results/{TOKENIZER}/{{init}}/tokens.npy",
+        reconstructions=f"results/{TOKENIZER}/{{init}}/reconstructions.npy",
+        meta=f"results/{TOKENIZER}/{{init}}/tokenize.json",
     log:
         "logs/merge_tokens/{init}.log",
     conda:
@@ -57,7 +56,7 @@ rule merge_tokens:
         arrays=["tokens", "reconstructions"],
         what=lambda wc: f"tokenize ({wc.init})",
         clips=N_CLIPS,
-        code=code_version("shards"),
+        code=code_version("merge_shards"),
     script:
         "../scripts/merge_shards.py"
 
@@ -66,11 +65,11 @@ rule reconstruction_metrics:
     input:
         videos=VIDEOS,
         table=LABELS,
-        tokens="results/magvit/{init}/tokens.npy",
-        reconstructions="results/magvit/{init}/reconstructions.npy",
+        tokens=f"results/{TOKENIZER}/{{init}}/tokens.npy",
+        reconstructions=f"results/{TOKENIZER}/{{init}}/reconstructions.npy",
     output:
-        per_video="results/magvit/{init}/metrics.csv",
-        codebook="results/magvit/{init}/codebook.json",
+        per_video=f"results/{TOKENIZER}/{{init}}/metrics.csv",
+        codebook=f"results/{TOKENIZER}/{{init}}/codebook.json",
     log:
         "logs/reconstruction_metrics/{init}.log",
     conda:
@@ -80,9 +79,8 @@ rule reconstruction_metrics:
         mem_mb=lambda wc: 1000 + 2 * dataset_mb(),
         runtime=30,
     params:
-        init=lambda wc: wc.init,
-        architecture=config["models"]["magvit"].get("architecture", {}),
-        code=code_version("metrics"),
+        architecture=config["models"][TOKENIZER].get("architecture", {}),
+        code=code_version("reconstruction_metrics"),
     script:
         "../scripts/reconstruction_metrics.py"
 
@@ -91,10 +89,10 @@ rule compare_reconstruction:
     input:
         videos=VIDEOS,
         table=LABELS,
-        per_video=expand("results/magvit/{init}/metrics.csv", init=inits("magvit")),
-        codebook=expand("results/magvit/{init}/codebook.json", init=inits("magvit")),
+        per_video=expand(f"results/{TOKENIZER}/{{init}}/metrics.csv", init=inits(TOKENIZER)),
+        codebook=expand(f"results/{TOKENIZER}/{{init}}/codebook.json", init=inits(TOKENIZER)),
         reconstructions=expand(
-            "results/magvit/{init}/reconstructions.npy", init=inits("magvit")
+            f"results/{TOKENIZER}/{{init}}/reconstructions.npy", init=inits(TOKENIZER)
         ),
     output:
         table=report(
@@ -121,9 +119,9 @@ rule compare_reconstruction:
         mem_mb=lambda wc: 1000 + 3 * dataset_mb(),
         runtime=15,
     params:
-        inits=inits("magvit"),
+        inits=inits(TOKENIZER),
         standin=STANDIN,
         panel_frames=config["report"]["panel_frames"],
-        code=code_version("compare", "figures"),
+        code=code_version("compare_reconstruction"),
     script:
         "../scripts/compare_reconstruction.py"

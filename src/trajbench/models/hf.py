@@ -1,0 +1,233 @@
+"""Loading and running the transformers families (VideoMAE, CLIP, DINOv2, V-JEPA 2): config and processor from the
+downloaded folder, pretrained weights checked key by key or a seeded random init, and batched forwards.
+
+Model forwards run under ``torch.inference_mode``; on CUDA under autocast in the requested dtype (the weights stay
+float32), on CPU always in float32 so that CPU runs give the same bytes every time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from trajbench.models.base import FeatureError, Run, even_indices, listing, map_batches
+
+if TYPE_CHECKING:
+    import torch
+
+# Frames are HWC uint8; saying so stops the processor guessing the channel axis on tiny frames.
+PROCESSOR_ARGS = {"return_tensors": "pt", "input_data_format": "channels_last"}
+
+
+def config(run: Run):
+    from transformers import AutoConfig
+
+    folder = run.weights_dir
+    if folder is None or not (folder / "config.json").is_file():
+        raise FeatureError(
+            f"{run.model_name}: no config.json in weights_dir={folder}; pass the transformers folder that "
+            "download_weights resolved (the directory holding config.json)"
+        )
+    return AutoConfig.from_pretrained(folder)
+
+
+def processor(run: Run):
+    from transformers import AutoImageProcessor
+
+    if not (run.weights_dir / "preprocessor_config.json").is_file():
+        raise FeatureError(
+            f"{run.model_name}: no preprocessor_config.json in {run.weights_dir}; the weights download must include "
+            "it (add it to the model's allow_patterns) so the model's own resize/normalisation is applied"
+        )
+    return AutoImageProcessor.from_pretrained(run.weights_dir)
+
+
+def checkpoint_kind(run: Run) -> str:
+    """The head class the checkpoint was saved from (config.json ``architectures``): says whether it is a
+    self-supervised pretraining checkpoint or one fine-tuned on labels."""
+    saved = json.loads((run.weights_dir / "config.json").read_text()).get("architectures") or ["unknown"]
+    return ", ".join(saved)
+
+
+def load(model_cls, model_config, run: Run) -> tuple[torch.nn.Module, dict]:
+    """Pretrained weights checked key by key, or the same architecture with a seeded random init."""
+    import torch
+
+    what = f"{model_cls.__name__} ({run.init}, attention {run.attn_implementation}) from {run.weights_dir}"
+    try:
+        if run.init == "random":
+            # transformers' own _init_weights under a private RNG stream: deterministic, global RNG untouched.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(run.seed)
+                model = model_cls._from_config(
+                    model_config, attn_implementation=run.attn_implementation, **{_dtype_keyword(): torch.float32}
+                )
+            info = None
+        else:
+            model, info = model_cls.from_pretrained(
+                run.weights_dir, config=model_config, attn_implementation=run.attn_implementation,
+                output_loading_info=True,
+            )
+    except (OSError, RuntimeError, ValueError) as error:
+        raise FeatureError(f"loading {what} failed: {error}") from error
+    if info is None:
+        meta = {"weights": "random init (transformers _init_weights after torch.manual_seed(seed))"}
+    else:
+        meta = {"weights": str(run.weights_dir), "ignored_checkpoint_tensors": _check_loading(model, info, run)}
+    meta["checkpoint_kind"] = checkpoint_kind(run)
+    model = model.to(device=run.device, dtype=torch.float32).eval()
+    meta["attn_implementation"] = model.config._attn_implementation
+    run.logger.info("loaded %s", what)
+    return model, meta
+
+
+def _dtype_keyword() -> str:
+    """transformers 4.56 renamed ``torch_dtype`` to ``dtype`` and warns about the old name since."""
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def _check_loading(model: torch.nn.Module, info: dict, run: Run) -> dict[str, int]:
+    """Fail on missing/mismatched/unknown tensors; return counts of the known-unused groups (logged at INFO).
+
+    transformers 4.x names the keys of a base model loaded from a head checkpoint with the head's prefix
+    (``videomae.embeddings...``), 5.x without; both are mapped to the model's own names before matching.
+    """
+    own = set(model.state_dict())
+    prefix = f"{model.base_model_prefix}."
+
+    def own_name(key: str) -> str:
+        return key[len(prefix) :] if key not in own and key.startswith(prefix) else key
+
+    missing = sorted(own_name(k) for k in info.get("missing_keys", ()))
+    mismatched = sorted(str(k) for k in info.get("mismatched_keys", ()))
+    if missing or mismatched:
+        raise FeatureError(
+            f"{run.weights_dir}: checkpoint does not fit {type(model).__name__}: "
+            f"{len(missing)} missing tensor(s) {listing(missing)}, {len(mismatched)} mis-shaped "
+            f"{listing(mismatched)}. These layers would be silently re-initialised; re-download the weights "
+            "(delete the folder / cache entry and rerun download_weights) or point the config at the right repo"
+        )
+    # Old checkpoints carry buffers that the model now recomputes (e.g. CLIP's position_ids): harmless.
+    buffers = {name for name, _ in model.named_buffers()}
+    known = run.family.known_unused
+    groups: dict[str, int] = {}
+    unknown = []
+    for key in sorted(own_name(k) for k in info.get("unexpected_keys", ())):
+        group = next((g for g in known if key == g or key.startswith(g + ".")), None)
+        group = group or ("buffers" if key in buffers else None)
+        if group is None:
+            unknown.append(key)
+        else:
+            groups[group] = groups.get(group, 0) + 1
+    if unknown:
+        raise FeatureError(
+            f"{run.weights_dir}: checkpoint holds {len(unknown)} tensor(s) that {type(model).__name__} does not use "
+            f"and that are not in the known groups {list(known)}: {listing(unknown)}. "
+            "The checkpoint is probably another architecture; check the model's repo_id/path in the config"
+        )
+    if groups:
+        run.logger.info(
+            "%s: ignoring %d checkpoint tensors not used by %s: %s",
+            run.weights_dir,
+            sum(groups.values()),
+            type(model).__name__,
+            ", ".join(f"{g}: {n}" for g, n in groups.items()),
+        )
+    return groups
+
+
+def check_image_size(pixel_values: torch.Tensor, image_size: int | list[int], run: Run) -> None:
+    expected = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
+    if tuple(pixel_values.shape[-2:]) != expected:
+        raise FeatureError(
+            f"{run.weights_dir}: the preprocessor produces {tuple(pixel_values.shape[-2:])} frames but "
+            f"config.json expects image_size={image_size}; the two files come from different models"
+        )
+
+
+PROCESSOR_KEYS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
+                  "do_normalize", "image_mean", "image_std")  # fmt: skip
+
+
+def processor_meta(settings: dict[str, Any], name: str, pixel_shape: list[int]) -> dict:
+    """The resize/crop/normalisation settings and the pixel_values shape of one clip."""
+    return {
+        "processor": name,
+        **{key: settings.get(key) for key in PROCESSOR_KEYS},
+        "pixel_values_shape_per_clip": [int(s) for s in pixel_shape],
+    }
+
+
+def image_processor_meta(image_processor, pixel_shape: list[int]) -> dict:
+    settings = json.loads(image_processor.to_json_string())  # plain lists/dicts on every transformers version
+    return processor_meta(settings, type(image_processor).__name__, pixel_shape)
+
+
+def embed(
+    run: Run, pixels: Callable[[np.ndarray], torch.Tensor], forward: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[np.ndarray, list[int]]:
+    """Preprocess each batch on CPU, run ``forward`` on the device; also return the last pixel_values shape."""
+    import torch
+
+    shape: list[int] = []
+    autocast = (
+        torch.autocast(device_type="cuda", dtype=run.dtype)
+        if run.device.type == "cuda" and run.dtype != torch.float32
+        else contextlib.nullcontext()
+    )
+
+    def batch(start: int, stop: int) -> np.ndarray:
+        pixel_values = pixels(np.asarray(run.videos[start:stop]))
+        shape[:] = pixel_values.shape
+        with torch.inference_mode(), autocast:
+            return forward(pixel_values.to(run.device)).float().cpu().numpy()
+
+    return map_batches(run, batch), shape
+
+
+FRAME_POOLINGS = ("concat_mean", "mean")
+
+
+def per_frame(run: Run, image_processor, image_size, frame_embeds: Callable) -> tuple[np.ndarray, dict]:
+    """Features of an image encoder applied to ``options.frames`` evenly spread frames of each clip.
+
+    ``frame_embeds(pixel_values (B*k, 3, H, W)) -> (B*k, D)``; ``image_size`` is checked against the processor's
+    output unless None (models that interpolate their position embeddings take any size). Pooling ``concat_mean``: the k frame embeddings in
+    time order, then their mean (concatenation keeps the direction of motion, which the mean throws away);
+    ``mean``: their mean only.
+    """
+    import torch
+
+    pooling, k = run.options["pooling"], run.options["frames"]
+    if pooling not in FRAME_POOLINGS:
+        raise FeatureError(f"{run.model_name} options.pooling must be one of {list(FRAME_POOLINGS)}, got {pooling!r}")
+    indices = even_indices(run.videos.shape[1], k)
+
+    def pixels(clips: np.ndarray):
+        frames = clips[:, indices].reshape(-1, *clips.shape[2:])
+        return image_processor(list(frames), **PROCESSOR_ARGS)["pixel_values"]
+
+    def forward(pixel_values):
+        if image_size is not None:
+            check_image_size(pixel_values, image_size, run)
+        embeds = frame_embeds(pixel_values)
+        embeds = embeds.reshape(-1, k, embeds.shape[-1]).float()
+        mean = embeds.mean(dim=1)
+        return torch.cat([embeds.flatten(1), mean], dim=1) if pooling == "concat_mean" else mean
+
+    features, pixel_shape = embed(run, pixels, forward)
+    meta = {
+        "frames": indices.tolist(),
+        "preprocessing": image_processor_meta(image_processor, [k, *pixel_shape[1:]]),
+        "pooling": pooling,
+        "pooling_layout": (
+            f"{k} frame embeddings in time order, then their mean" if pooling == "concat_mean" else "mean of frames"
+        ),
+    }
+    return features, meta

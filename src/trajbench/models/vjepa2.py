@@ -1,0 +1,121 @@
+"""V-JEPA 2 (Assran et al., 2025): a video ViT trained by predicting masked regions in latent space, as
+``transformers.VJEPA2Model`` (e.g. facebook/vjepa2-vitl-fpc64-256; transformers >= 4.53).
+
+Features: the mean of the encoder's last hidden state over all patch tokens (the predictor is skipped). The encoder
+uses rotary position embeddings, so it takes any even number of frames: by default every frame of the clip, cut to
+a multiple of the tubelet size, contiguous from the first.
+
+Preprocessing follows the checkpoint's ``video_preprocessor_config.json`` (transformers' ``VJEPA2VideoProcessor``:
+resize the shorter side, centre crop, rescale, normalise) with torch ops here, since that processor needs
+torchvision, which cannot always be installed beside the user's torch. Resizing is bilinear with antialiasing, as
+torchvision resizes tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from trajbench import standins
+from trajbench.models import hf
+from trajbench.models.base import ENCODER, Family, FeatureError, Run
+
+TINY = {"crop_size": 32, "patch_size": 8, "frames_per_clip": 8, "tubelet_size": 2, "hidden_size": 32,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "mlp_ratio": 2.0, "pred_hidden_size": 32,
+        "pred_num_hidden_layers": 1, "pred_num_attention_heads": 2, "pred_num_mask_tokens": 2}  # fmt: skip
+PREPROCESSOR_FILE = "video_preprocessor_config.json"
+
+
+def preprocessing(run: Run) -> dict:
+    """The checkpoint's preprocessing settings: sizes as ints, whatever form the file stores them in."""
+    path = run.weights_dir / PREPROCESSOR_FILE
+    if not path.is_file():
+        raise FeatureError(
+            f"{run.model_name}: no {PREPROCESSOR_FILE} in {run.weights_dir}; the weights download must include it "
+            "(allow_patterns: ['*.json', '*.safetensors']) so the model's own resize/normalisation is applied"
+        )
+    settings = json.loads(path.read_text())
+    crop, size = settings["crop_size"], settings["size"]
+    settings["crop_px"] = crop["height"] if isinstance(crop, dict) else int(crop)
+    settings["resize_px"] = size["shortest_edge"] if isinstance(size, dict) else int(size)
+    return settings
+
+
+def preprocess(clips, settings: dict):
+    """uint8 clips (B, T, H, W, 3), as a tensor on any device -> float pixel values (B, T, 3, crop, crop)."""
+    import torch
+
+    b, t, h, w, _ = clips.shape
+    frames = clips.reshape(b * t, h, w, 3).permute(0, 3, 1, 2).float()
+    short = settings["resize_px"]
+    size = (short, round(w * short / h)) if h <= w else (round(h * short / w), short)
+    frames = torch.nn.functional.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
+    crop = settings["crop_px"]
+    top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
+    frames = frames[:, :, top : top + crop, left : left + crop] * settings["rescale_factor"]
+    mean = torch.tensor(settings["image_mean"], device=frames.device).view(1, 3, 1, 1)
+    std = torch.tensor(settings["image_std"], device=frames.device).view(1, 3, 1, 1)
+    return ((frames - mean) / std).reshape(b, t, 3, crop, crop)
+
+
+def extract(run: Run) -> tuple[np.ndarray, dict]:
+    import torch
+    from transformers import VJEPA2Model
+
+    config = hf.config(run)
+    available = run.videos.shape[1]
+    frames = run.options["frames"] or available - available % config.tubelet_size
+    if frames % config.tubelet_size or not 0 < frames <= available:
+        raise FeatureError(
+            f"{run.model_name} options.frames={frames}: V-JEPA 2 takes a multiple of its tubelet size "
+            f"{config.tubelet_size}, at most the {available} frames of a clip"
+        )
+    settings = preprocessing(run)
+    model, load_meta = hf.load(VJEPA2Model, config, run)
+
+    def pixels(clips: np.ndarray):
+        return preprocess(torch.from_numpy(np.ascontiguousarray(clips[:, :frames])), settings)
+
+    def forward(pixel_values):
+        hidden = model(pixel_values_videos=pixel_values, skip_predictor=True).last_hidden_state
+        return hidden.float().mean(dim=1)
+
+    features, pixel_shape = hf.embed(run, pixels, forward)
+    meta = {
+        "frames": list(range(frames)),
+        "preprocessing": hf.processor_meta(settings, "trajbench.models.vjepa2.preprocess", pixel_shape[1:]),
+        "pooling": "mean of the encoder's last_hidden_state over all patch tokens (predictor skipped)",
+        "hidden_size": int(config.hidden_size),
+        **load_meta,
+    }
+    return features, meta
+
+
+def write_standin(folder: Path, architecture: dict, seed: int) -> Path:
+    """A tiny ``VJEPA2Model`` (safetensors) with a ``video_preprocessor_config.json`` in the hub's layout."""
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    config = VJEPA2Config(**{**TINY, **architecture})
+    crop = config.crop_size
+    with standins.seeded(seed):
+        model = VJEPA2Model(config)
+    return standins.save_pretrained(folder, model, json_files={PREPROCESSOR_FILE: {
+        "video_processor_type": "VJEPA2VideoProcessor", "do_resize": True, "size": {"shortest_edge": crop},
+        "resample": 2, "do_center_crop": True, "crop_size": {"height": crop, "width": crop}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": standins.IMAGENET_MEAN,
+        "image_std": standins.IMAGENET_STD,
+    }})  # fmt: skip
+
+
+FAMILY = Family(
+    name="vjepa2",
+    role=ENCODER,
+    description="V-JEPA 2 video encoder, mean of all patch tokens",
+    extract=extract,
+    network=True,
+    options={"frames": None},
+    min_transformers="4.53.0",
+    write_standin=write_standin,
+)
