@@ -171,7 +171,7 @@ def _number(value: str | None) -> float | None:
 
 
 def checkpoint_load() -> dict:
-    """benchmarks/load_checkpoint.py in a subprocess; the row of trajbench.magvit.load_checkpoint."""
+    """benchmarks/load_checkpoint.py in a subprocess; the row of trajbench.checkpoint_magvit.load_checkpoint."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "load_checkpoint.json"
         command = [sys.executable, str(ROOT / "benchmarks" / "load_checkpoint.py"), "--json", str(out)]

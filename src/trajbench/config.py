@@ -20,8 +20,8 @@ class ConfigError(ValueError):
     pass
 
 
-# These two mirror trajbench.magvit.MagvitConfig (a test checks they agree): the Snakefile runs this module while
-# building the DAG, and importing torch there would slow every dry run by seconds.
+# These two mirror trajbench.modeling_magvit.MagvitConfig (a test checks they agree): the Snakefile runs this module
+# while building the DAG, and importing torch there would slow every dry run by seconds.
 def magvit_temporal_compression(architecture: dict) -> int:
     """Frames per latent frame: every level but the last downsamples time by 2 where its ch_mult is not 1."""
     ch_mult = list(architecture.get("ch_mult", (1, 2, 2, 4)))

@@ -5,7 +5,7 @@ Same seed and library versions -> the same bytes on CPU. Each writer draws its w
 caller's global RNG state is untouched.
 
 - MagVit: the authors' Lightning checkpoint layout (raw weights under module names plus ``model_ema.*``), written by
-  :func:`trajbench.magvit.save_checkpoint`.
+  :func:`trajbench.checkpoint_magvit.save_checkpoint`.
 - VideoMAE: ``VideoMAEForPreTraining`` (what MCG-NJU/videomae-base holds: encoder, decoder, mask token) as
   safetensors + ``VideoMAEImageProcessor`` (preprocessor_config.json) sized for the tiny model.
 - CLIP: full ``CLIPModel`` (text and vision towers, projections, logit_scale; like openai/clip-vit-base-patch32) +
@@ -26,7 +26,8 @@ from typing import Any, Iterator
 
 import torch
 
-from trajbench import magvit
+from trajbench.checkpoint_magvit import save_checkpoint
+from trajbench.modeling_magvit import MagvitConfig, build_model
 from trajbench.io import atomic_dir, atomic_path, sha256_file, write_text
 from trajbench.weights import git_blob_sha1, repo_cache_folder
 
@@ -85,7 +86,7 @@ def write_magvit_standin(path: str | os.PathLike, architecture: dict, seed: int)
     The raw weights are ``build_model(config, seed)``; the EMA block (what is loaded by default) is those weights
     plus a small seeded offset, as a trained EMA trails the raw weights, so loading the wrong set is detectable.
     """
-    model = magvit.build_model(magvit.MagvitConfig.from_dict(architecture), seed)
+    model = build_model(MagvitConfig.from_dict(architecture), seed)
     raw = model.state_dict()
     generator = torch.Generator().manual_seed(seed)
     ema = {
@@ -96,7 +97,7 @@ def write_magvit_standin(path: str | os.PathLike, architecture: dict, seed: int)
         )
         for key, value in raw.items()
     }
-    magvit.save_checkpoint(path, raw, ema)
+    save_checkpoint(path, raw, ema)
     return Path(path)
 
 

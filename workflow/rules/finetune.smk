@@ -50,6 +50,13 @@ rule finetune_tokenizer:
         # Outside the outputs on purpose: Snakemake deletes an interrupted job's outputs, and the resume state must
         # survive to be resumed from (it is checked against the run's settings and removed when training ends).
         state="results/finetune/magvit/resume.pt",
-        code=code_version("finetune", "magvit", "tokenize", "weights", "environment"),
+        code=code_version(
+            "finetune",
+            "modeling_magvit",
+            "checkpoint_magvit",
+            "tokenize",
+            "weights",
+            "environment",
+        ),
     script:
         "../scripts/finetune_tokenizer.py"

@@ -23,7 +23,13 @@ rule tokenize:
         model_cfg=config["models"]["magvit"],
         tokenize=config["tokenize"],
         allow_slow_cpu=config["runtime"]["allow_slow_cpu"],
-        code=code_version("magvit", "tokenize", "weights", "environment"),
+        code=code_version(
+            "modeling_magvit",
+            "checkpoint_magvit",
+            "tokenize",
+            "weights",
+            "environment",
+        ),
     script:
         "../scripts/tokenize.py"
 

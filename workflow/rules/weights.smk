@@ -14,7 +14,7 @@ rule make_standin_weights:
         model=lambda wc: wc.model,
         architecture=lambda wc: config["models"][wc.model].get("architecture", {}),
         seed=tb_config.STANDIN_SEED,
-        code=code_version("standins", "magvit"),
+        code=code_version("standins", "modeling_magvit", "checkpoint_magvit"),
     script:
         "../scripts/make_standin_weights.py"
 

@@ -1,6 +1,7 @@
 import numpy as np
 
-from trajbench import io, logs, magvit, metrics, render
+from trajbench import io, logs, metrics, render
+from trajbench.modeling_magvit import MagvitConfig
 
 logger = logs.setup(snakemake.log[0])
 videos, table = render.load_dataset(snakemake.input.videos, snakemake.input.table)
@@ -9,7 +10,7 @@ per_video = metrics.reconstruction_metrics(videos, recons, table)
 per_video.insert(0, "init", snakemake.params.init)
 with io.atomic_path(snakemake.output.per_video) as tmp:
     per_video.to_csv(tmp, index=False, float_format="%.6g")
-config = magvit.MagvitConfig.from_dict(snakemake.params.architecture)
+config = MagvitConfig.from_dict(snakemake.params.architecture)
 usage = metrics.codebook_usage(np.load(snakemake.input.tokens, mmap_mode="r"), config.codebook_size)
 io.write_json(snakemake.output.codebook, {"init": snakemake.params.init, "codebook_size": config.codebook_size, **usage})
 means = metrics.summarize(per_video).set_index("metric")["mean"]
