@@ -110,9 +110,8 @@ COLUMNS = (  # header, result key, format
 def print_table(checkpoint: dict, rows: list[dict]) -> None:
     gigabytes = checkpoint["bytes"] / 1e9
     print(f"checkpoint: {checkpoint['entries']} entries, {gigabytes:.3f} GB, written in {checkpoint['write_s']:.1f} s")
-    print(" | ".join(header for header, _, _ in COLUMNS))
-    for row in rows:
-        print(" | ".join(fmt.format(row[key]) if key in row else "n/a" for _, key, fmt in COLUMNS))
+    cells = [[fmt.format(row[key]) if key in row else "n/a" for _, key, fmt in COLUMNS] for row in rows]
+    print(io.markdown_table([header for header, _, _ in COLUMNS], cells))
 
 
 def main() -> None:

@@ -50,8 +50,6 @@ from trajbench.logs import Progress
 from trajbench.modeling_magvit import MagvitConfig, MagvitTokenizer, lfq, to_model_range, to_uint8
 from trajbench.tokenize import autocast_context
 
-logger = logging.getLogger(__name__)
-
 RECONSTRUCTION_LOSSES = ("l1", "l2")
 INITS = ("pretrained", "random")
 # Keys of the `finetune:` config block that steer the workflow, not the training; accepted and not stored.
@@ -520,8 +518,7 @@ def write_outputs(
                          "run it again with the same state_path to finish it")
     save_checkpoint(checkpoint, result.raw_state, result.ema_state, ema_decay=result.config.ema_decay,
                            ema_num_updates=result.ema_num_updates)
-    with io.atomic_path(history) as tmp:
-        result.history.to_csv(tmp, index=False)
+    io.write_csv(history, result.history, float_format=None)
     plot_history(result.history, curves, title=f"MagVit fine-tuning from {init_from} weights")
     io.write_json(meta, summary(result, init_from))
     if state_path is not None:

@@ -8,8 +8,7 @@ videos, table = render.load_dataset(snakemake.input.videos, snakemake.input.tabl
 recons = np.load(snakemake.input.reconstructions, mmap_mode="r")
 per_video = metrics.reconstruction_metrics(videos, recons, table)
 per_video.insert(0, "init", snakemake.params.init)
-with io.atomic_path(snakemake.output.per_video) as tmp:
-    per_video.to_csv(tmp, index=False, float_format="%.6g")
+io.write_csv(snakemake.output.per_video, per_video)
 config = MagvitConfig.from_dict(snakemake.params.architecture)
 usage = metrics.codebook_usage(np.load(snakemake.input.tokens, mmap_mode="r"), config.codebook_size)
 io.write_json(snakemake.output.codebook, {"init": snakemake.params.init, "codebook_size": config.codebook_size, **usage})
