@@ -43,8 +43,8 @@ import torch
 
 from trajbench import io
 from trajbench.checkpoint_magvit import load_checkpoint
-from trajbench.modeling_magvit import MagvitConfig, MagvitTokenizer, build_model, estimate_tflop
 from trajbench.metrics import psnr_from_mse_uint8
+from trajbench.modeling_magvit import MagvitConfig, MagvitTokenizer, build_model, estimate_tflop
 from trajbench.render import DatasetConfig, render_video
 from trajbench.tokenize import session
 

@@ -11,7 +11,8 @@ per_video.insert(0, "init", snakemake.params.init)
 io.write_csv(snakemake.output.per_video, per_video)
 config = MagvitConfig.from_dict(snakemake.params.architecture)
 usage = metrics.codebook_usage(np.load(snakemake.input.tokens, mmap_mode="r"), config.codebook_size)
-io.write_json(snakemake.output.codebook, {"init": snakemake.params.init, "codebook_size": config.codebook_size, **usage})
+record = {"init": snakemake.params.init, "codebook_size": config.codebook_size, **usage}
+io.write_json(snakemake.output.codebook, record)
 means = metrics.summarize(per_video).set_index("metric")["mean"]
 logger.info("%s: mean PSNR %.2f dB, SSIM %.4f; %d distinct tokens", snakemake.params.init, means["psnr"],
             means["ssim"], usage["distinct"])
