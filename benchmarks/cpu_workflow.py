@@ -171,7 +171,7 @@ def _number(value: str | None) -> float | None:
 
 
 def checkpoint_load() -> dict:
-    """benchmarks/load_checkpoint.py in a subprocess; the row of trajbench.magvit.load_checkpoint."""
+    """benchmarks/load_checkpoint.py in a subprocess; the row of trajbench.checkpoint_magvit.load_checkpoint."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "load_checkpoint.json"
         command = [sys.executable, str(ROOT / "benchmarks" / "load_checkpoint.py"), "--json", str(out)]
@@ -194,14 +194,14 @@ def checkpoint_load() -> dict:
 
 def print_table(steps: dict) -> None:
     """One row per step; the load is the 1-minute load average when the step ended (others' work shows there)."""
-    print("| step | wall s | figure | target | met | load after |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     for step, values in steps.items():
         key, target, unit = TARGETS[step]
         shown = "-" if target is None else f"<= {target:g} {unit}"
         met = "-" if target is None else ("yes" if values[key] <= target else "NO")
         load = values["load_average_after"][0]
-        print(f"| {step} | {values['wall_s']:.1f} | {describe(step, values)} | {shown} | {met} | {load:.2f} |")
+        rows.append((step, f"{values['wall_s']:.1f}", describe(step, values), shown, met, f"{load:.2f}"))
+    print(io.markdown_table(("step", "wall s", "figure", "target", "met", "load after"), rows))
 
 
 def describe(step: str, values: dict) -> str:
@@ -222,11 +222,9 @@ def print_costs(jobs: list[dict], bench: list[dict], wall_s: float, top: int = 1
     per_rule: dict[str, list[float]] = defaultdict(list)
     for job in timed:
         per_rule[job["rule"]].append(job["seconds"])
-    print("| rule | jobs | total s | share | longest s |")
-    print("|---|---|---|---|---|")
-    for rule, seconds in sorted(per_rule.items(), key=lambda item: -sum(item[1])):
-        print(f"| {rule} | {len(seconds)} | {sum(seconds):.0f} | {sum(seconds) / max(total, 1e-9):.0%} | "
-              f"{max(seconds):.0f} |")
+    rows = [(rule, len(seconds), f"{sum(seconds):.0f}", f"{sum(seconds) / max(total, 1e-9):.0%}", f"{max(seconds):.0f}")
+            for rule, seconds in sorted(per_rule.items(), key=lambda item: -sum(item[1]))]
+    print(io.markdown_table(("rule", "jobs", "total s", "share", "longest s"), rows))
     print(f"\nlongest {top} jobs:")
     for job in timed[:top]:
         print(f"  {job['seconds']:5.0f} s  {job['rule']} {job['wildcards']}")

@@ -1,10 +1,11 @@
 """Peak memory and wall time of loading a full-size MagVit checkpoint on the CPU.
 
 Writes a checkpoint in the real layout (568 entries: 283 weights, 283 EMA copies, decay, num_updates; float32,
-~2.96 GB) with trajbench.magvit.save_checkpoint, then measures each loader in a fresh subprocess:
+~2.96 GB) with trajbench.checkpoint_magvit.save_checkpoint, then measures each loader in a fresh subprocess:
 
-- ``load_checkpoint``: trajbench.magvit.load_checkpoint (memory-mapped, weights assigned to a meta-device model);
-  then every EMA parameter is read once, as a forward pass or ``.to("cuda")`` would, which pages the weights in.
+- ``load_checkpoint``: trajbench.checkpoint_magvit.load_checkpoint (memory-mapped, weights assigned to a
+  meta-device model); then every EMA parameter is read once, as a forward pass or ``.to("cuda")`` would, which pages
+  the weights in.
 - ``naive``: torch.load without mmap, a model built on the CPU, load_state_dict copying the EMA weights in.
 
 Peak RSS is ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of that subprocess (VmHWM from /proc as a cross-check).
@@ -50,7 +51,8 @@ def measure(mode: str, path: Path) -> dict:
     """Subprocess: load, then read every parameter once."""
     import torch
 
-    from trajbench.magvit import MagvitConfig, MagvitTokenizer, ema_name, load_checkpoint
+    from trajbench.checkpoint_magvit import ema_name, load_checkpoint
+    from trajbench.modeling_magvit import MagvitConfig, MagvitTokenizer
 
     result = {"mode": mode, "baseline_peak_rss_mb": peak_rss_mb()}
     start = time.perf_counter()
@@ -77,7 +79,8 @@ def write_checkpoint(path: Path) -> dict:
     """Subprocess: a seeded full-size model saved in the authors' layout."""
     import torch
 
-    from trajbench.magvit import MagvitConfig, build_model, save_checkpoint
+    from trajbench.checkpoint_magvit import save_checkpoint
+    from trajbench.modeling_magvit import MagvitConfig, build_model
 
     start = time.perf_counter()
     save_checkpoint(path, build_model(MagvitConfig.full(), seed=0))  # EMA = a separate copy, as in the real file
@@ -107,9 +110,8 @@ COLUMNS = (  # header, result key, format
 def print_table(checkpoint: dict, rows: list[dict]) -> None:
     gigabytes = checkpoint["bytes"] / 1e9
     print(f"checkpoint: {checkpoint['entries']} entries, {gigabytes:.3f} GB, written in {checkpoint['write_s']:.1f} s")
-    print(" | ".join(header for header, _, _ in COLUMNS))
-    for row in rows:
-        print(" | ".join(fmt.format(row[key]) if key in row else "n/a" for _, key, fmt in COLUMNS))
+    cells = [[fmt.format(row[key]) if key in row else "n/a" for _, key, fmt in COLUMNS] for row in rows]
+    print(io.markdown_table([header for header, _, _ in COLUMNS], cells))
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Throughput of the full-size MagVit tokenizer on one GPU: the authors' reference loop against the optimized path.
 
-Model: ``magvit.build_model(MagvitConfig.full(), seed=0)`` (random weights; speed does not depend on them) or, with
+Model: ``build_model(MagvitConfig.full(), seed=0)`` (random weights; speed does not depend on them) or, with
 ``--checkpoint``, the real file. Clips: synthetic trajectory videos rendered with ``trajbench.render`` as in
 config/config.yaml (17 x 128 x 128), one per class (--quick: 3 tiny ones), repeated to fill a batch.
 
@@ -16,7 +16,7 @@ Rows (each in its own ``trajbench.tokenize.session``):
 
 Each row: clips/s for encode alone and for encode + decode (inputs already on the device; tokens and
 reconstructions copied back to the host, as the workflow does), achieved TFLOP/s = clips/s x the FLOP count of
-``magvit.estimate_tflop``, % of the bfloat16 matmul peak measured in the same run on the same card (a loop of large
+``estimate_tflop``, % of the bfloat16 matmul peak measured in the same run on the same card (a loop of large
 matmuls timed with CUDA events), peak GPU memory (``torch.cuda.max_memory_allocated``), and against the reference on
 the same clips: the fraction of identical token indices and the PSNR (reconstruction vs input) difference.
 
@@ -42,8 +42,9 @@ import numpy as np
 import torch
 
 from trajbench import io
-from trajbench.magvit import MagvitConfig, MagvitTokenizer, build_model, estimate_tflop, load_checkpoint
+from trajbench.checkpoint_magvit import load_checkpoint
 from trajbench.metrics import psnr_from_mse_uint8
+from trajbench.modeling_magvit import MagvitConfig, MagvitTokenizer, build_model, estimate_tflop
 from trajbench.render import DatasetConfig, render_video
 from trajbench.tokenize import session
 
@@ -184,7 +185,7 @@ def render_clips(data: dict, count: int = len(CLASSES)) -> np.ndarray:
 
 
 def count_encode_tflop(config: MagvitConfig, frames: int, height: int, width: int) -> float:
-    """Encoder cost of one clip in TFLOP, counted on the meta device like ``magvit.estimate_tflop`` (which counts
+    """Encoder cost of one clip in TFLOP, counted on the meta device like ``estimate_tflop`` (which counts
     encode + decode)."""
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -102,7 +102,7 @@ def test_semantic_errors_name_the_key(root, change, message):
 
 @pytest.mark.parametrize("ch_mult", [(1, 2, 2, 4), (1, 1, 2, 2), (1, 2), (2, 2, 2), (1,)])
 def test_compression_matches_the_model_config(ch_mult):
-    from trajbench.magvit import MagvitConfig
+    from trajbench.modeling_magvit import MagvitConfig
 
     model = MagvitConfig(ch=32, ch_mult=ch_mult, resolution=32)
     architecture = {"ch_mult": list(ch_mult)}

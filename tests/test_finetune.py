@@ -13,11 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
-from trajbench import finetune, magvit, render
+from trajbench import finetune, render
+from trajbench.checkpoint_magvit import load_checkpoint, save_checkpoint
 from trajbench.finetune import FinetuneConfig
+from trajbench.modeling_magvit import MagvitConfig, build_model, to_model_range, to_uint8
 
 # spatial compression 2, no temporal compression: a 5-frame 8x8 clip has 5x4x4 positions of 6 bits
-ARCH = magvit.MagvitConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=6, resolution=8)
+ARCH = MagvitConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=6, resolution=8)
 # Short runs for the determinism and resume tests; the history logs steps 1, 2, 4, 6, 7.
 SHORT = FinetuneConfig(steps=7, batch_size=2, learning_rate=2e-3, warmup_steps=2, ema_decay=0.9, log_every=2,
                        checkpoint_every=0)
@@ -40,7 +42,7 @@ def videos():
 
 
 def run(videos, config=SHORT, **kwargs):
-    return finetune.train(magvit.build_model(ARCH, seed=0), videos, config, device="cpu", dtype=torch.float32,
+    return finetune.train(build_model(ARCH, seed=0), videos, config, device="cpu", dtype=torch.float32,
                           **kwargs)
 
 
@@ -100,7 +102,7 @@ def test_grouped_codebook_entropy_is_the_sum_of_the_groups_entropies():
 def test_lfq_terms_straight_through_commitment_and_saturation():
     latent = torch.tensor([0.5, -2.0, 0.0, 3.0, -0.1, 1.0]).reshape(1, 6, 1, 1, 1).requires_grad_(True)
     terms = finetune.lfq_losses(latent, 0.01)
-    assert terms.quantized.flatten().tolist() == [1.0, -1.0, -1.0, 1.0, -1.0, 1.0]  # magvit.lfq: 0 is not > 0
+    assert terms.quantized.flatten().tolist() == [1.0, -1.0, -1.0, 1.0, -1.0, 1.0]  # lfq: 0 is not > 0
     assert terms.indices.item() == 0b101001  # bits 0, 3, 5 set
     assert terms.commitment.item() == pytest.approx(np.mean([0.25, 1.0, 1.0, 4.0, 0.81, 0.0]))
     weights = torch.arange(1.0, 7.0).reshape(1, 6, 1, 1, 1)
@@ -140,13 +142,13 @@ def test_training_lowers_the_loss_and_raises_psnr(trained):
 
 def test_trained_model_reconstructs_better_than_its_initial_weights(trained, videos):
     def psnr(state):
-        model = magvit.build_model(ARCH, seed=0)
+        model = build_model(ARCH, seed=0)
         model.load_state_dict(state)
         with torch.no_grad():
-            recon = magvit.to_uint8(model(magvit.to_model_range(videos))).numpy().astype(float)
+            recon = to_uint8(model(to_model_range(videos))).numpy().astype(float)
         return 10 * np.log10(255.0**2 / np.mean((recon - videos) ** 2))
 
-    initial = psnr(magvit.build_model(ARCH, seed=0).state_dict())
+    initial = psnr(build_model(ARCH, seed=0).state_dict())
     assert psnr(trained.raw_state) > initial + 3.0
     assert psnr(trained.ema_state) > initial + 3.0
 
@@ -160,7 +162,7 @@ def test_outputs_and_checkpoint_round_trip(trained, tmp_path):
     assert not state.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())  # no temp files
     for weights, want in (("ema", trained.ema_state), ("raw", trained.raw_state)):
-        model = magvit.load_checkpoint(paths["checkpoint"], ARCH, weights=weights)
+        model = load_checkpoint(paths["checkpoint"], ARCH, weights=weights)
         got = model.state_dict()
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     assert not torch.equal(trained.raw_state["decoder.conv_out.conv_1.weight"],
@@ -183,7 +185,7 @@ def test_training_is_deterministic_to_the_byte(videos, tmp_path):
     first, second = run(videos), run(videos)
     assert_same_run(first, second)
     for name, result in (("a", first), ("b", second)):
-        magvit.save_checkpoint(tmp_path / f"{name}.ckpt", result.raw_state, result.ema_state,
+        save_checkpoint(tmp_path / f"{name}.ckpt", result.raw_state, result.ema_state,
                                ema_decay=SHORT.ema_decay, ema_num_updates=result.ema_num_updates)
     assert (tmp_path / "a.ckpt").read_bytes() == (tmp_path / "b.ckpt").read_bytes()
     other = run(videos, dataclasses.replace(SHORT, seed=1))  # other batches
@@ -211,11 +213,11 @@ def test_interrupted_run_resumes_to_the_same_bytes(videos, tmp_path, caplog):
 def test_unusable_resume_state_means_a_fresh_start(videos, tmp_path, caplog, damage):
     state = tmp_path / "resume.pt"
     config = dataclasses.replace(SHORT, checkpoint_every=2)
-    model = magvit.build_model(ARCH, seed=0)
+    model = build_model(ARCH, seed=0)
     if damage == "other_fingerprint":
         run(videos, dataclasses.replace(config, learning_rate=1e-3), state_path=state, stop_after=2)
     elif damage == "other_initial_weights":
-        finetune.train(magvit.build_model(ARCH, seed=1), videos, config, device="cpu", dtype=torch.float32,
+        finetune.train(build_model(ARCH, seed=1), videos, config, device="cpu", dtype=torch.float32,
                        state_path=state, stop_after=2)
     else:
         run(videos, config, state_path=state, stop_after=2)
@@ -278,7 +280,7 @@ def test_bad_inputs_are_refused_before_training(videos):
     with pytest.raises(ValueError, match="uint8 training clips"):
         run(videos.astype(np.float32))
     with pytest.raises(ValueError, match="float32 on the CPU"):
-        finetune.train(magvit.build_model(ARCH, seed=0), videos, SHORT, device="cpu", dtype=torch.bfloat16)
+        finetune.train(build_model(ARCH, seed=0), videos, SHORT, device="cpu", dtype=torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -293,7 +295,7 @@ def test_cuda_mixed_precision_trains_and_resumes(videos, tmp_path, caplog, dtype
     state = tmp_path / "resume.pt"
 
     def train(**kwargs):
-        return finetune.train(magvit.build_model(ARCH, seed=0), videos, config, device="cuda", dtype=dtype,
+        return finetune.train(build_model(ARCH, seed=0), videos, config, device="cuda", dtype=dtype,
                               state_path=state, **kwargs)
 
     assert not train(stop_after=15).complete

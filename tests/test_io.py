@@ -69,3 +69,18 @@ def test_sha256_streams(tmp_path):
     import hashlib
 
     assert io.sha256_file(path, chunk_size=7) == hashlib.sha256(b"abc" * 1000).hexdigest()
+
+
+def test_write_csv_formats_floats_and_lines(tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"name": ["a", "b"], "score": [1 / 3, 2.0]}, index=[5, 6])
+    io.write_csv(tmp_path / "short.csv", frame)
+    io.write_csv(tmp_path / "full.csv", frame, float_format=None)
+    assert (tmp_path / "short.csv").read_bytes() == b"name,score\na,0.333333\nb,2\n"  # no index, 6 digits
+    assert (tmp_path / "full.csv").read_bytes() == b"name,score\na,0.3333333333333333\nb,2.0\n"
+
+
+def test_markdown_table_escapes_cells_and_aligns():
+    assert io.markdown_table(("a", "b"), [("x|y", 1), ("two\n lines", "")]) == (
+        "| a | b |\n| --- | --- |\n| x\\|y | 1 |\n| two lines |  |")
+    assert io.markdown_table(["n", "v"], [], align=["left", "right"]) == "| n | v |\n| :--- | ---: |"

@@ -1,4 +1,5 @@
-"""trajbench.magvit: layout of the full-size model, golden equivalence with the authors' outputs, shape rules."""
+"""trajbench.modeling_magvit and its checkpoint I/O: layout of the full-size model, golden equivalence with the
+authors' outputs, shape rules."""
 
 from __future__ import annotations
 
@@ -9,22 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from trajbench.magvit import (
+from trajbench.checkpoint_magvit import ema_name, load_checkpoint, save_checkpoint
+from trajbench.modeling_magvit import (
     MagvitConfig,
     MagvitTokenizer,
     build_model,
     depth_to_space,
-    ema_name,
     estimate_tflop,
-    load_checkpoint,
-    save_checkpoint,
     to_model_range,
     to_uint8,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "magvit"
 GOLDEN = sorted(FIXTURES.glob("*.expected.pt"))
-# Index signs are compared only where no latent channel is this close to 0 (ARCHITECTURE.md).
+# Index signs are compared only where no latent channel is this close to 0: there, float rounding that differs
+# between implementations may flip a sign.
 SIGN_MARGIN = 1e-4
 
 
@@ -52,7 +52,7 @@ def test_full_size_model_matches_the_public_checkpoint_layout():
 
 
 def test_estimated_cost_of_a_full_size_clip():
-    # ARCHITECTURE.md: about 4.47 TFLOP to encode and 6.19 to decode a 17x128x128 clip
+    # The full model: about 4.47 TFLOP to encode and 6.19 to decode a 17x128x128 clip
     assert estimate_tflop(MagvitConfig.full(), 17, 128, 128) == pytest.approx(4.47 + 6.19, abs=0.01)
     assert estimate_tflop(MagvitConfig.full(), 9, 64, 64) == pytest.approx(10.66 * 9 / 17 / 4, rel=0.1)
 
@@ -62,7 +62,8 @@ def golden_meta_path(expected_path: Path) -> Path:
 
 
 def golden_weights(meta: dict) -> tuple[dict, dict, torch.Tensor]:
-    """The recipe of ARCHITECTURE.md, step for step: raw weights, EMA weights, then the input, from one generator."""
+    """The recipe the golden fixtures were made with, step for step: raw weights, EMA weights, then the input, from
+    one generator."""
     shapes = meta["state_dict_shapes"]
     generator = torch.Generator().manual_seed(meta["seed"])
     norms = ("norm1.weight", "norm2.weight", "norm_out.weight")

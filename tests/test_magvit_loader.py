@@ -1,4 +1,4 @@
-"""trajbench.magvit.load_checkpoint: accepted layouts and the error for each kind of bad file."""
+"""trajbench.checkpoint_magvit.load_checkpoint: accepted layouts and the error for each kind of bad file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 import pytest
 import torch
 
-from trajbench.magvit import CheckpointError, MagvitConfig, build_model, ema_name, load_checkpoint, save_checkpoint
+from trajbench.checkpoint_magvit import CheckpointError, ema_name, load_checkpoint, save_checkpoint
+from trajbench.modeling_magvit import MagvitConfig, build_model
 
 CONFIG = MagvitConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, resolution=16)
 

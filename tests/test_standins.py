@@ -11,7 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trajbench import magvit, standins, weights
+from trajbench import standins, weights
+from trajbench.checkpoint_magvit import load_checkpoint
+from trajbench.modeling_magvit import MagvitConfig, build_model, to_model_range
 from trajbench.models import clip as clip_family
 from trajbench.models import magvit as magvit_family
 from trajbench.models import videomae as videomae_family
@@ -63,19 +65,19 @@ def test_magvit_standin_loads_in_authors_layout(tmp_path):
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     assert any(k.startswith("model_ema.") for k in state) and "model_ema.decay" in state
 
-    config = magvit.MagvitConfig.from_dict(MAGVIT_ARCH)
-    raw = magvit.load_checkpoint(path, config, weights="raw").state_dict()
-    ema = magvit.load_checkpoint(path, config).state_dict()
-    for key, value in magvit.build_model(config, 3).state_dict().items():
+    config = MagvitConfig.from_dict(MAGVIT_ARCH)
+    raw = load_checkpoint(path, config, weights="raw").state_dict()
+    ema = load_checkpoint(path, config).state_dict()
+    for key, value in build_model(config, 3).state_dict().items():
         assert torch.equal(raw[key], value), key
         if value.is_floating_point():
             # EMA = raw + N(0, 1e-3) offset: close to the raw weights, but a different set
             offset = ema[key] - value
             assert 0 < offset.abs().max() < 10 * magvit_family.EMA_OFFSET_STD, key
 
-    model = magvit.load_checkpoint(path, config)
+    model = load_checkpoint(path, config)
     video = torch.zeros(1, 5, 16, 16, 3, dtype=torch.uint8)
-    latent, quantized, indices = model.encode(magvit.to_model_range(video))
+    latent, quantized, indices = model.encode(to_model_range(video))
     assert indices.shape == (1, config.latent_frames(5), 8, 8)
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from trajbench.magvit import MagvitConfig, build_model, to_model_range, to_uint8
+from trajbench.modeling_magvit import MagvitConfig, build_model, to_model_range, to_uint8
 from trajbench.tokenize import _cudnn_benchmark, autocast_context, autocast_dtype, session, tokenize_videos
 
 # temporal compression 2, spatial 4: a 5-frame 8x8 clip has 3x2x2 tokens

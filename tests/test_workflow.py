@@ -149,7 +149,8 @@ def test_demo_finetuned_tokenizer(demo):
     import numpy as np
     import pandas as pd
 
-    from trajbench.magvit import MagvitConfig, load_checkpoint
+    from trajbench.checkpoint_magvit import load_checkpoint
+    from trajbench.modeling_magvit import MagvitConfig
 
     recon = pd.read_csv(demo / "results/comparisons/reconstruction.csv").set_index("metric")
     assert recon.loc["psnr", "finetuned_mean"] > recon.loc["psnr", "random_mean"]

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from trajbench import io
 from trajbench.metrics import METRICS, cap_psnr, mean_ci
 from trajbench.probe import FOLD_COLUMNS, ProbeResult
 
@@ -184,7 +185,7 @@ def _format_cell(value: Any, digits: int) -> str:
     if isinstance(value, (float, np.floating)):
         # Large values (token counts, perplexities) read better as whole numbers than as 2.3e+03.
         return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return str(value)
 
 
 def _collapse_ci(df: pd.DataFrame, digits: int) -> pd.DataFrame:
@@ -217,10 +218,6 @@ def to_markdown(df: pd.DataFrame, digits: int = 3, collapse_ci: bool = True) -> 
     numeric = {c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])}
     table = _collapse_ci(df, digits) if collapse_ci else df
     renamed = {str(c) for c in table.columns} - {str(c) for c in df.columns}
-    right = [c in numeric or str(c) in renamed for c in table.columns]
-    header = [_format_cell(str(c), digits) for c in table.columns]
+    align = ["right" if c in numeric or str(c) in renamed else "left" for c in table.columns]
     body = [[_format_cell(v, digits) for v in row] for row in table.itertuples(index=False, name=None)]
-    lines = ["| " + " | ".join(header) + " |",
-             "| " + " | ".join("---:" if r else ":---" for r in right) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines) + "\n"
+    return io.markdown_table([str(c) for c in table.columns], body, align) + "\n"

@@ -19,7 +19,6 @@ import torch
 from trajbench.models import registry
 from trajbench.models.base import FeatureError, Run
 
-log = logging.getLogger(__name__)
 
 
 def extract_features(
@@ -49,7 +48,7 @@ def extract_features(
     the work to those clips of the whole dataset given in ``videos``, ``labels`` and ``tokens``; the features are then
     (len(clips), D).
     """
-    logger = logger or log
+    logger = logger or logging.getLogger(__name__)
     try:
         family = registry.get(family_name)
     except KeyError as error:

@@ -17,7 +17,7 @@ hundreds of thousands of steps), with their warm-up ``min(decay, (1 + n) / (10 +
 
 `train` runs the loop (AdamW, gradient clipping, an EMA of the weights with the authors' decay warm-up, autocast on
 CUDA) and can resume from a state file; `write_outputs` writes the checkpoint in the authors' layout (readable by
-`trajbench.magvit.load_checkpoint`), the history CSV, the curves PNG and a JSON summary.
+`trajbench.checkpoint_magvit.load_checkpoint`), the history CSV, the curves PNG and a JSON summary.
 
 Determinism: batches come from a stateless sampler (the clips of step s depend only on the seed and s), and nothing
 else draws random numbers, so on the CPU the same inputs give the same bytes, and a run resumed from a state file
@@ -44,11 +44,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from trajbench import io, magvit, metrics
+from trajbench import io, metrics
+from trajbench.checkpoint_magvit import save_checkpoint
 from trajbench.logs import Progress
+from trajbench.modeling_magvit import MagvitConfig, MagvitTokenizer, lfq, to_model_range, to_uint8
 from trajbench.tokenize import autocast_context
-
-logger = logging.getLogger(__name__)
 
 RECONSTRUCTION_LOSSES = ("l1", "l2")
 INITS = ("pretrained", "random")
@@ -164,7 +164,7 @@ class LfqTerms(NamedTuple):
     """The quantizer's part of one training step (losses are float32 scalars; entropies in nats)."""
 
     quantized: torch.Tensor  # +/-1 values with the latent's gradient (straight-through estimator)
-    indices: torch.Tensor  # token indices (B, T', H', W'), as magvit.lfq
+    indices: torch.Tensor  # token indices (B, T', H', W'), as lfq
     commitment: torch.Tensor  # mean squared distance of the latent to its (detached) code
     sample_entropy: torch.Tensor  # mean over positions of the entropy of each position's code distribution
     codebook_entropy: torch.Tensor  # entropy of the batch-averaged code distribution, summed over bit groups
@@ -185,7 +185,7 @@ def lfq_losses(latent: torch.Tensor, temperature: float, max_group_bits: int = M
     maximal exactly when each group's codes are used uniformly.
     """
     latent = latent.float()
-    hard, indices = magvit.lfq(latent)
+    hard, indices = lfq(latent)
     quantized = latent + (hard - latent).detach()
     commitment = F.mse_loss(latent, hard.detach())
     logits = 4.0 * latent.movedim(1, -1).reshape(-1, latent.shape[1]) / temperature  # (positions, C)
@@ -257,7 +257,7 @@ class FinetuneResult:
 
 
 def train(
-    model: magvit.MagvitTokenizer,
+    model: MagvitTokenizer,
     videos: np.ndarray,
     config: FinetuneConfig,
     *,
@@ -318,7 +318,7 @@ def train(
     started = time.perf_counter() - seconds
     while step < end:
         batch = np.asarray(videos[_batch_indices(step, len(videos), config.batch_size, config.seed)])
-        target = magvit.to_model_range(torch.from_numpy(batch).to(device))  # convert on the device
+        target = to_model_range(torch.from_numpy(batch).to(device))  # convert on the device
         recon, terms, losses, total = _forward(model, target, config, precision)
         if not torch.isfinite(total):
             raise FloatingPointError(
@@ -367,7 +367,7 @@ def train(
     )
 
 
-def _forward(model: magvit.MagvitTokenizer, target: torch.Tensor, config: FinetuneConfig,
+def _forward(model: MagvitTokenizer, target: torch.Tensor, config: FinetuneConfig,
              precision: contextlib.AbstractContextManager
              ) -> tuple[torch.Tensor, LfqTerms, dict[str, torch.Tensor], torch.Tensor]:
     """One forward pass: (reconstruction, LFQ terms, the unweighted losses, the weighted total).
@@ -391,7 +391,7 @@ def _forward(model: magvit.MagvitTokenizer, target: torch.Tensor, config: Finetu
     return recon, terms, losses, total
 
 
-def _check_videos(videos: np.ndarray, arch: magvit.MagvitConfig, batch_size: int) -> None:
+def _check_videos(videos: np.ndarray, arch: MagvitConfig, batch_size: int) -> None:
     if videos.dtype != np.uint8 or videos.ndim != 5 or videos.shape[-1] != arch.in_channels:
         raise ValueError(f"finetune expects uint8 training clips (N, T, H, W, {arch.in_channels}), got "
                          f"{videos.dtype} {videos.shape}")
@@ -436,7 +436,7 @@ def _items(losses: Mapping[str, torch.Tensor]) -> dict[str, float]:
 def _batch_quality(batch: np.ndarray, recon: torch.Tensor, indices: torch.Tensor, codebook_size: int
                    ) -> dict[str, float]:
     """Mean per-clip PSNR (dB, identical clips capped as in `metrics`) and the batch's codebook usage."""
-    pixels = magvit.to_uint8(recon.detach()).cpu().numpy().astype(np.float64)
+    pixels = to_uint8(recon.detach()).cpu().numpy().astype(np.float64)
     mse = ((pixels - batch) ** 2).reshape(len(batch), -1).mean(axis=1)
     psnr, _ = metrics.cap_psnr(np.array([metrics.psnr_from_mse_uint8(m) for m in mse]))
     usage = metrics.codebook_usage(indices.cpu().numpy(), codebook_size)
@@ -473,7 +473,7 @@ def _fingerprint(model: torch.nn.Module, videos: np.ndarray, config: FinetuneCon
 
 
 def _write_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    # Through an open handle, as magvit.save_checkpoint: the same state gives the same bytes.
+    # Through an open handle, as save_checkpoint: the same state gives the same bytes.
     with io.atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(state, handle)
 
@@ -516,10 +516,9 @@ def write_outputs(
     if not result.complete:
         raise ValueError(f"finetune stopped at step {result.step} of {result.config.steps}: the run is not complete; "
                          "run it again with the same state_path to finish it")
-    magvit.save_checkpoint(checkpoint, result.raw_state, result.ema_state, ema_decay=result.config.ema_decay,
+    save_checkpoint(checkpoint, result.raw_state, result.ema_state, ema_decay=result.config.ema_decay,
                            ema_num_updates=result.ema_num_updates)
-    with io.atomic_path(history) as tmp:
-        result.history.to_csv(tmp, index=False)
+    io.write_csv(history, result.history, float_format=None)
     plot_history(result.history, curves, title=f"MagVit fine-tuning from {init_from} weights")
     io.write_json(meta, summary(result, init_from))
     if state_path is not None:

@@ -1,7 +1,9 @@
-"""Atomic file output: every file the library writes appears complete or not at all.
+"""File output: every file the library writes appears complete or not at all, and tables have one format.
 
 A killed job must never leave a plausible partial file behind, so writers go to a temporary name in the
 destination folder (same filesystem, so the final ``os.replace`` is atomic) and rename when complete.
+:func:`write_csv` and :func:`markdown_table` are the library's only CSV and Markdown-table writers, so every table
+reads the same way.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # pandas is only needed by callers that have a frame (the Snakefile imports this module too)
+    import pandas as pd
+
+# Markdown separator cell per column alignment.
+ALIGN_MARKS = {None: "---", "left": ":---", "right": "---:"}
 
 
 def _current_umask() -> int:
@@ -89,6 +97,25 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
 
 
+def write_csv(path: str | os.PathLike, frame: pd.DataFrame, float_format: str | None = "%.6g") -> None:
+    """Write ``frame`` without its index. Floats get 6 significant digits, the results tables' format;
+    ``float_format=None`` keeps full precision, for records that are read back (probe folds, training history)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format=float_format, lineterminator="\n")
+
+
+def markdown_table(
+    header: Sequence[Any], rows: Iterable[Sequence[Any]], align: Sequence[str | None] | None = None
+) -> str:
+    """A GitHub Markdown table, its lines joined by newlines (no trailing one).
+
+    Cells are ``str(value)`` with runs of whitespace collapsed and ``|`` escaped, so no value can break the table.
+    ``align`` gives each column ``"left"``, ``"right"`` or None (the renderer's default).
+    """
+    marks = [ALIGN_MARKS[a] for a in (align or [None] * len(header))]
+    return "\n".join(_markdown_row(cells) for cells in (header, marks, *rows))
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 8 << 20) -> str:
     """Hex sha256 of a file, streamed so that multi-GB checkpoints never sit in memory whole."""
     digest = hashlib.sha256()
@@ -96,6 +123,10 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 8 << 20) -> str:
         while block := handle.read(chunk_size):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _markdown_row(cells: Iterable[Any]) -> str:
+    return "| " + " | ".join(" ".join(str(cell).split()).replace("|", "\\|") for cell in cells) + " |"
 
 
 def _json_default(value: Any) -> Any:

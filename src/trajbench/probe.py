@@ -152,7 +152,7 @@ class ProbeResult:
         return pd.DataFrame(rows, columns=FOLD_COLUMNS)
 
     def folds_to_csv(self, path: str | os.PathLike) -> None:
-        io.write_text(path, self.folds_frame().to_csv(index=False))
+        io.write_csv(path, self.folds_frame(), float_format=None)
 
 
 def _check_features(features: np.ndarray, n_labels: int) -> np.ndarray:

@@ -18,10 +18,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import io
-from .shards import concatenate_npy
-
-log = logging.getLogger(__name__)
+from trajbench import io
+from trajbench.logs import Progress
+from trajbench.shards import concatenate_npy
 
 TAU = 2 * np.pi
 
@@ -292,12 +291,10 @@ def _table_row(video: Video) -> dict:
 def render_shard(cfg: DatasetConfig, shard: int, videos_path: str | Path, table_path: str | Path,
                  logger: logging.Logger | None = None) -> None:
     """Render one shard: its videos as an (n, T, H, W, 3) uint8 .npy and its table as CSV."""
-    from .logs import Progress
-
     indices = cfg.shard_indices(shard)
     out = np.empty((len(indices), cfg.frames, cfg.size, cfg.size, 3), dtype=np.uint8)
     rows = []
-    progress = Progress(len(indices), f"render shard {shard}", logger or log, unit="videos")
+    progress = Progress(len(indices), f"render shard {shard}", logger or logging.getLogger(__name__), unit="videos")
     for k, index in enumerate(indices):
         video = render_video(cfg, index)
         out[k] = video.frames
@@ -309,9 +306,7 @@ def render_shard(cfg: DatasetConfig, shard: int, videos_path: str | Path, table_
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
     # One column order whatever the classes in the table (each class samples its own parameters).
-    df = df[sorted(df.columns, key=_column_rank)]
-    with io.atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
+    io.write_csv(path, df[sorted(df.columns, key=_column_rank)])
 
 
 def merge_shards(video_paths: list[str], table_paths: list[str], videos_out: str | Path,

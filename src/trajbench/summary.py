@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from trajbench import io
+
 STANDIN_CAVEAT = (
     "**Stand-in weights.** Every network in this run was loaded from small random stand-in weights written by the "
     "workflow (the demo), not from the published checkpoints. Its numbers demonstrate that the pipeline runs end to "
@@ -17,14 +19,15 @@ STANDIN_CAVEAT = (
 
 
 def _models_section(config: dict, manifests: list[dict]) -> list[str]:
-    lines = ["## Models", "", "| model | source | repository / path | requested | resolved commit | files |",
-             "|---|---|---|---|---|---|"]
+    rows = []
     for m in manifests:
         where = m.get("repo_id") or m.get("path", "")
         if config["models"].get(m["model"], {}).get("standin"):
             where += " (stand-in weights)"
-        lines.append(f"| {m['model']} | {m['source']} | {where} | {m.get('revision', '–')} | "
-                     f"{m.get('commit', '–')} | {len(m.get('files', []))} |")
+        rows.append((m["model"], m["source"], where, m.get("revision", "–"), m.get("commit", "–"),
+                     len(m.get("files", []))))
+    header = ("model", "source", "repository / path", "requested", "resolved commit", "files")
+    lines = ["## Models", "", io.markdown_table(header, rows)]
     baselines = [name for name, cfg in config["models"].items() if cfg["source"] == "none"]
     if baselines:
         lines.append(f"\nBaselines without weights: {', '.join(baselines)} (init `none`).")

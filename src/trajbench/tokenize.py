@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from trajbench.logs import Progress
-from trajbench.magvit import MagvitTokenizer, to_model_range, to_uint8
+from trajbench.modeling_magvit import MagvitTokenizer, to_model_range, to_uint8
 
 MODES = ("optimized", "reference")
 DTYPES = ("float16", "bfloat16", "float32", "auto")

@@ -57,7 +57,7 @@ from trajbench import __version__
 from trajbench.io import sha256_file, write_json
 from trajbench.logs import Progress
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = "resources/hf_cache"
 DEFAULT_LOCKFILE = "config/weights.lock"
@@ -111,7 +111,7 @@ def fetch(
 
     The lockfile entry is written on the first fetch of a model and checked on every later one.
     """
-    logger = logger or log
+    logger = logger or logging.getLogger(__name__)
     lockfile = Path(lockfile or DEFAULT_LOCKFILE)
     source = model_cfg.get("source")
     if source == "none":
@@ -480,7 +480,7 @@ def verify(manifest_path: str | os.PathLike) -> dict:
         raise WeightsError(
             f"cannot read the weights manifest {manifest_path} ({type(err).__name__}: {err}); rerun download_weights"
         ) from None
-    progress = Progress(len(files), f"{name}: verify sha256", log, unit="files")
+    progress = Progress(len(files), f"{name}: verify sha256", logger, unit="files")
     for record in files:
         path = Path(record["local_path"])
         if not path.is_file():

@@ -16,8 +16,7 @@ for df, shown, csv, md, heading in (
      "Paired differences between inits (a − b), by fold"),
     (models, models, out.models, out.models_md, "Linear probes, every representation and init"),
 ):
-    with io.atomic_path(csv) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
+    io.write_csv(csv, df)
     io.write_text(md, f"**{heading}{suffix}**\n\n" + compare.to_markdown(shown))
 
 figures.accuracy_bars(models, out.accuracy, title_note=note)

@@ -11,8 +11,7 @@ note = "stand-in weights" if p.standin else None
 per_video = {init: pd.read_csv(path) for init, path in zip(p.inits, snakemake.input.per_video)}
 codebook = {init: json.loads(open(path).read()) for init, path in zip(p.inits, snakemake.input.codebook)}
 table = compare.reconstruction_table(per_video, codebook)
-with io.atomic_path(snakemake.output.table) as tmp:
-    table.to_csv(tmp, index=False, float_format="%.6g")
+io.write_csv(snakemake.output.table, table)
 heading = "MagVit reconstruction by init" + (f" ({note})" if note else "")
 # Markdown headers read "pretrained − random (95% CI)" where the CSV has pretrained_minus_random_*.
 shown = table.rename(columns=lambda c: c.replace("_minus_", " − "))

@@ -1,17 +1,18 @@
 import numpy as np
 
-from trajbench import io, logs, magvit, metrics, render
+from trajbench import io, logs, metrics, render
+from trajbench.modeling_magvit import MagvitConfig
 
 logger = logs.setup(snakemake.log[0])
 videos, table = render.load_dataset(snakemake.input.videos, snakemake.input.table)
 recons = np.load(snakemake.input.reconstructions, mmap_mode="r")
 per_video = metrics.reconstruction_metrics(videos, recons, table)
 per_video.insert(0, "init", snakemake.wildcards.init)
-with io.atomic_path(snakemake.output.per_video) as tmp:
-    per_video.to_csv(tmp, index=False, float_format="%.6g")
-config = magvit.MagvitConfig.from_dict(snakemake.params.architecture)
+io.write_csv(snakemake.output.per_video, per_video)
+config = MagvitConfig.from_dict(snakemake.params.architecture)
 usage = metrics.codebook_usage(np.load(snakemake.input.tokens, mmap_mode="r"), config.codebook_size)
-io.write_json(snakemake.output.codebook, {"init": snakemake.wildcards.init, "codebook_size": config.codebook_size, **usage})
+record = {"init": snakemake.wildcards.init, "codebook_size": config.codebook_size, **usage}
+io.write_json(snakemake.output.codebook, record)
 means = metrics.summarize(per_video).set_index("metric")["mean"]
 logger.info("%s: mean PSNR %.2f dB, SSIM %.4f; %d distinct tokens", snakemake.wildcards.init, means["psnr"],
             means["ssim"], usage["distinct"])

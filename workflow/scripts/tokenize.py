@@ -1,4 +1,6 @@
-from trajbench import environment, io, logs, magvit, render, weights
+from trajbench import environment, io, logs, render, weights
+from trajbench.checkpoint_magvit import load_checkpoint
+from trajbench.modeling_magvit import MagvitConfig, build_model, estimate_tflop
 from trajbench.tokenize import autocast_dtype, tokenize_videos
 
 logger = logs.setup(snakemake.log[0])
@@ -8,20 +10,20 @@ videos, _ = render.load_dataset(snakemake.input.videos, snakemake.input.table)
 clips = range(*p.clips)
 logger.info("shard %s: clips %d..%d of %d", snakemake.wildcards.shard, clips.start, clips.stop - 1, len(videos))
 videos = videos[clips.start : clips.stop]
-config = magvit.MagvitConfig.from_dict(p.model_cfg.get("architecture", {}))
+config = MagvitConfig.from_dict(p.model_cfg.get("architecture", {}))
 environment.check_cpu_budget(
     choice.device,
-    len(videos) * magvit.estimate_tflop(config, videos.shape[1], videos.shape[2], videos.shape[3]),
+    len(videos) * estimate_tflop(config, videos.shape[1], videos.shape[2], videos.shape[3]),
     p.allow_slow_cpu,
     f"MagVit ({snakemake.wildcards.init}) encode+decode of {len(videos)} clips",
 )
 if snakemake.wildcards.init == "pretrained":
     manifest = weights.verify(snakemake.input.manifest)  # a corrupt file stops the job before the model loads
-    model = magvit.load_checkpoint(weights.local_path(manifest), config, weights=p.tokenize["weights"])
+    model = load_checkpoint(weights.local_path(manifest), config, weights=p.tokenize["weights"])
 elif snakemake.wildcards.init == "finetuned":
-    model = magvit.load_checkpoint(snakemake.input.checkpoint, config, weights=p.tokenize["weights"])
+    model = load_checkpoint(snakemake.input.checkpoint, config, weights=p.tokenize["weights"])
 else:
-    model = magvit.build_model(config, seed=p.tokenize["random_seed"])
+    model = build_model(config, seed=p.tokenize["random_seed"])
 dtype = autocast_dtype(p.tokenize["dtype"], choice.device, choice.dtype)
 indices, reconstructions = tokenize_videos(
     model,

@@ -1,5 +1,5 @@
 """The Open-MAGVIT2 video tokenizer as a family: a *tokenizer* (rules tokenize, reconstruction_metrics,
-finetune_tokenizer run it; its network lives in `trajbench.magvit`), whose probe features come from its tokens.
+finetune_tokenizer run it; its network lives in `trajbench.modeling_magvit`, its checkpoint I/O in `trajbench.checkpoint_magvit`), whose probe features come from its tokens.
 
 Features: the ±1 bits of the quantized latent, pooled, plus an optional histogram. Bit c of a token index is
 channel c of the latent (+1 where set, else -1; channel 0 least significant). Poolings over the token grid
@@ -25,7 +25,7 @@ EMA_OFFSET_STD = 1e-3  # how far the stand-in's EMA weights sit from its raw wei
 DEFAULT_CH_MULT = (1, 2, 2, 4)
 
 
-# These two mirror trajbench.magvit.MagvitConfig (a test checks they agree): the Snakefile checks the config with
+# These two mirror trajbench.modeling_magvit.MagvitConfig (a test checks they agree): the Snakefile checks the config with
 # them while it parses, and importing torch there would slow every dry run by seconds.
 def temporal_compression(architecture: dict) -> int:
     """Frames per latent frame: every level but the last downsamples time by 2 where its ch_mult is not 1."""
@@ -134,10 +134,11 @@ def write_standin(folder: Path, architecture: dict, seed: int) -> Path:
     """
     import torch
 
-    from trajbench import magvit
+    from trajbench.checkpoint_magvit import save_checkpoint
     from trajbench.io import atomic_dir
+    from trajbench.modeling_magvit import MagvitConfig, build_model
 
-    model = magvit.build_model(magvit.MagvitConfig.from_dict(architecture), seed)
+    model = build_model(MagvitConfig.from_dict(architecture), seed)
     raw = model.state_dict()
     generator = torch.Generator().manual_seed(seed)
     ema = {
@@ -146,7 +147,7 @@ def write_standin(folder: Path, architecture: dict, seed: int) -> Path:
         for key, value in raw.items()
     }  # fmt: skip
     with atomic_dir(folder) as scratch:
-        magvit.save_checkpoint(scratch / FAMILY.standin_file, raw, ema)
+        save_checkpoint(scratch / FAMILY.standin_file, raw, ema)
     return Path(folder) / FAMILY.standin_file
 
 

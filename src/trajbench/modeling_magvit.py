@@ -1,46 +1,44 @@
 """The Open-MAGVIT2 video tokenizer: a causal 3D-convolutional autoencoder with a lookup-free quantizer (LFQ).
 
-This is the project's own implementation of the public checkpoint ``video_128_262144.ckpt``
-(``TencentARC/Open-MAGVIT2-Tokenizer-262144-Video``). Module names follow the authors' state-dict layout exactly, so
-that file loads unchanged; the behaviour follows ``shared/reference/open-magvit2-video/ARCHITECTURE.md`` and is pinned
-by the golden tests in ``tests/test_magvit.py``.
+Open-MAGVIT2 is the work of Zhuoyan Luo, Fengyuan Shi, Yixiao Ge, Yujiu Yang, Limin Wang and Ying Shan:
+"Open-MAGVIT2: An Open-Source Project Toward Democratizing Auto-regressive Visual Generation", arXiv:2409.04410
+(2024); code at https://github.com/TencentARC/Open-MAGVIT2, under the Apache License 2.0 per the repository's
+LICENSE file.
 
-Shapes: videos are ``(B, C, T, H, W)`` floats in [-1, 1]; a clip of ``T = 1 + k * temporal_compression`` frames becomes
-a latent of ``1 + k`` frames, ``H / spatial_compression`` rows and columns, and ``z_channels`` channels.
+This file is the project's own re-implementation of that architecture, not a copy of the authors' code. It is
+compatible with the public checkpoint ``video_128_262144.ckpt`` (``TencentARC/Open-MAGVIT2-Tokenizer-262144-Video``):
+module names equal the checkpoint's state-dict keys, so the file loads unchanged (``trajbench.checkpoint_magvit``
+reads and writes it). Golden tests (``tests/test_magvit.py``) pin the outputs against the authors' model.
+
+What the re-implementation relies on:
+
+- every convolution is causal in time (frames are padded in front only), so frame t never sees later frames;
+- the encoder halves height and width at each level but the last, and time too on levels whose ``ch_mult`` is not 1;
+  a clip of ``T = 1 + k * temporal_compression`` frames becomes a latent of ``1 + k`` frames;
+- LFQ quantizes each latent channel to +1/-1 by its sign (0 counts as negative); the token index packs the signs
+  as bits, channel 0 least significant, for a codebook of ``2**z_channels`` codes;
+- the decoder mirrors the encoder with depth-to-space upsampling (dropping the second output frame keeps it causal),
+  and each level starts with a GroupNorm modulated by the mean and standard deviation of the quantized latent.
+
+Shapes: videos are ``(B, C, T, H, W)`` floats in [-1, 1]; the latent has ``H / spatial_compression`` rows and
+columns and ``z_channels`` channels. Read top to bottom: config, building blocks, encoder and decoder, quantizer and
+tokenizer (with its random init and cost estimate), pixel conversion.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
-import os
-import pickle
-import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trajbench import io
-
-logger = logging.getLogger(__name__)
-
 # Every GroupNorm of the architecture, adaptive ones included.
 NORM_GROUPS = 32
 NORM_EPS = 1e-6
-# Entries of the authors' EMA block that are not weights.
-EMA_PREFIX = "model_ema."
-EMA_BOOKKEEPING = ("decay", "num_updates")
-ZIP_MAGIC = b"PK\x03\x04"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be read or does not fit the model; the message names the file and the remedy."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +228,11 @@ class Level(nn.Module):
         return x
 
 
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Encoder and decoder
+
+
 class Encoder(nn.Module):
     def __init__(self, config: MagvitConfig):
         super().__init__()
@@ -286,6 +289,10 @@ class Decoder(nn.Module):
         return self.conv_out(swish(self.norm_out(x)))
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Quantizer and tokenizer
+
+
 def lfq(latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Lookup-free quantization of a (B, C, T, H, W) latent: +1/-1 per channel by sign, and the token index
     sum_c [z_c > 0] * 2**c (int64, channel 0 least significant)."""
@@ -325,6 +332,19 @@ class MagvitTokenizer(nn.Module):
         return self.decode(self.encode(video)[1])
 
 
+def build_model(config: MagvitConfig, seed: int) -> MagvitTokenizer:
+    """The random-init baseline: PyTorch's default module initialisation, drawn after ``torch.manual_seed(seed)``.
+
+    The draw happens in a forked RNG on the CPU, so the global RNG state is untouched and the weights are the same
+    bytes on every run (move the model to another device afterwards). Returned in eval mode.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with torch.device("cpu"):
+            model = MagvitTokenizer(config)
+    return model.eval()
+
+
 def estimate_tflop(config: MagvitConfig, frames: int, height: int, width: int) -> float:
     """Encode + decode cost of one clip in TFLOP, counted by ``torch.utils.flop_counter`` on the meta device
     (nothing is computed or allocated). About 4.47 + 6.19 TFLOP for a 17x128x128 clip of the full model."""
@@ -355,209 +375,3 @@ def to_uint8(recon: torch.Tensor) -> torch.Tensor:
     """Reconstruction (B, C, T, H, W) -> uint8 (B, T, H, W, C): clamp to [-1, 1], then round((x + 1) * 127.5)."""
     pixels = ((recon.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
     return pixels.permute(0, 2, 3, 4, 1).contiguous()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Construction and checkpoints
-
-
-def build_model(config: MagvitConfig, seed: int) -> MagvitTokenizer:
-    """The random-init baseline: PyTorch's default module initialisation, drawn after ``torch.manual_seed(seed)``.
-
-    The draw happens in a forked RNG on the CPU, so the global RNG state is untouched and the weights are the same
-    bytes on every run (move the model to another device afterwards). Returned in eval mode.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        with torch.device("cpu"):
-            model = MagvitTokenizer(config)
-    return model.eval()
-
-
-def ema_name(key: str) -> str:
-    """The authors' EMA entry for a module key: ``encoder.conv_in.conv_1.weight`` -> ``model_ema.encoderconv_in...``."""
-    return EMA_PREFIX + key.replace(".", "")
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
-    ema_state_dict: Mapping[str, torch.Tensor] | None = None,
-    *,
-    ema_decay: float = 0.999,
-    ema_num_updates: int = 0,
-) -> None:
-    """Write a checkpoint in the authors' Lightning layout, atomically.
-
-    ``{"state_dict": {<module key>: raw weight, ..., "model_ema.decay", "model_ema.num_updates",
-    "model_ema.<dot-less key>": EMA weight, ...}}``. Without ``ema_state_dict`` the EMA block is a copy of the raw
-    weights (stored separately, as in the real file, so the file is twice the size of one set of weights).
-    """
-    raw = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
-    raw = {key: value.detach().cpu() for key, value in raw.items()}
-    if ema_state_dict is None:
-        ema = {key: value.clone() for key, value in raw.items()}
-    else:
-        ema = {key: value.detach().cpu() for key, value in ema_state_dict.items()}
-        if set(ema) != set(raw):
-            raise ValueError(
-                f"save_checkpoint({path}): EMA keys differ from the weights' keys: only in weights "
-                f"{sorted(set(raw) - set(ema))}, only in EMA {sorted(set(ema) - set(raw))}"
-            )
-    # The authors' EMA module registers decay and num_updates before the weights.
-    state = dict(raw)
-    state[EMA_PREFIX + "decay"] = torch.tensor(ema_decay, dtype=torch.float32)
-    state[EMA_PREFIX + "num_updates"] = torch.tensor(ema_num_updates, dtype=torch.int32)
-    state.update((ema_name(key), ema[key]) for key in raw)
-    # Through an open handle: given a path, torch.save names the zip's inner folder after the (random) temporary
-    # file, and the same weights would give other bytes each time.
-    with io.atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save({"state_dict": state}, handle)
-
-
-def load_checkpoint(
-    path: str | os.PathLike,
-    config: MagvitConfig | None = None,
-    weights: str = "ema",
-    safe_globals: Iterable[Any] = (),
-) -> MagvitTokenizer:
-    """Load an Open-MAGVIT2 video checkpoint (the authors' file or one from ``save_checkpoint``) in eval mode.
-
-    ``config`` defaults to ``MagvitConfig.full()``. ``weights="ema"`` (what the authors run inference with) or
-    ``"raw"``. The EMA block may be flat (``model_ema.<dot-less key>``) or nested (``state_dict["model_ema"]``).
-    Loading is strict for the chosen weight set (missing, unexpected or mis-shaped entries are errors); the other set
-    is not read. Floating tensors that are not float32 are converted to float32.
-
-    The file is opened with ``weights_only=True`` (no code runs while unpickling) and memory-mapped: the model is
-    built on the meta device and takes the mapped tensors as its parameters, so no second copy of the weights is
-    made and only the chosen set is ever paged in. ``safe_globals`` allowlists extra pickled types (e.g. a
-    Lightning ``hyper_parameters`` class) for this one load; pass only types you trust to be harmless.
-    """
-    if weights not in ("ema", "raw"):
-        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
-    config = MagvitConfig.full() if config is None else config
-    path = Path(path)
-    checkpoint = _read(path, list(safe_globals))
-    with torch.device("meta"):
-        model = MagvitTokenizer(config)
-    model.load_state_dict(_matching_weights(path, checkpoint, model, weights), strict=True, assign=True)
-    logger.info("loaded %s weights from %s (config %s)", weights, path, config.to_dict())
-    return model.eval()
-
-
-def _read(path: Path, safe_globals: list) -> Any:
-    with open(path, "rb") as handle:
-        head = handle.read(len(ZIP_MAGIC))
-    size = path.stat().st_size
-    if head != ZIP_MAGIC:
-        raise CheckpointError(
-            f"{path} ({size} bytes) is not a PyTorch checkpoint: it does not start like torch.save's zip format "
-            f"(first bytes {head!r}). Point the config at the .ckpt file, or delete it and rerun the download; a file "
-            "saved by torch < 1.6 (legacy format) must be re-saved with a current torch.save."
-        )
-    try:
-        with _allowing(safe_globals):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError) as err:
-        reason = _torch_reason(err)
-        rejected = re.search(r"GLOBAL ([\w.]+)", reason) if isinstance(err, pickle.UnpicklingError) else None
-        if rejected is None:
-            raise CheckpointError(
-                f"{path} ({size} bytes) cannot be read as a PyTorch checkpoint; it is probably truncated (an "
-                f"interrupted download or copy) or corrupted. Delete it and rerun the download. (torch: {reason})"
-            ) from err
-        name = rejected.group(1)
-        raise CheckpointError(
-            f"{path} contains a pickled object of type {name} besides tensors (e.g. Lightning hyper_parameters); "
-            "it is not unpickled because that could run arbitrary code. If you trust the file and that type is "
-            f"harmless, pass safe_globals=[{name}] to load_checkpoint; or, in a trusted session, load it once with "
-            "torch.load(weights_only=False) and write only its weights with trajbench.magvit.save_checkpoint. "
-            f"(torch: {reason})"
-        ) from err
-
-
-def _torch_reason(err: Exception) -> str:
-    """The informative line of a torch.load error (its weights-only messages end with generic advice)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [repr(err)]
-    return next((line for line in lines if "WeightsUnpickler error" in line), lines[-1])
-
-
-def _allowing(types: list) -> contextlib.AbstractContextManager:
-    """Allowlist ``types`` for one torch.load: scoped where torch has ``safe_globals`` (>= 2.5), else global."""
-    if not types:
-        return contextlib.nullcontext()
-    if hasattr(torch.serialization, "safe_globals"):
-        return torch.serialization.safe_globals(types)
-    torch.serialization.add_safe_globals(types)
-    return contextlib.nullcontext()
-
-
-def _matching_weights(path: Path, checkpoint: Any, model: nn.Module, weights: str) -> dict[str, torch.Tensor]:
-    """The chosen weight set under the model's keys; raises CheckpointError unless it matches key for key."""
-    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
-        found = sorted(map(str, checkpoint))[:20] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise CheckpointError(
-            f"{path} is not a Lightning checkpoint of the MagVit tokenizer: expected a dict with a 'state_dict' dict, "
-            f"found {found}. Point the config at the authors' video_128_262144.ckpt or a file from save_checkpoint."
-        )
-    state = checkpoint["state_dict"]
-    expected = model.state_dict()
-    ema_block = EMA_PREFIX.rstrip(".")
-    if weights == "raw":
-        entries = {k: v for k, v in state.items() if not (k.startswith(EMA_PREFIX) or k == ema_block)}
-        source = {key: key for key in expected}
-    else:
-        nested = state.get(ema_block)
-        if isinstance(nested, Mapping):
-            entries = {EMA_PREFIX + k: v for k, v in nested.items()}
-        else:
-            entries = {k: v for k, v in state.items() if k.startswith(EMA_PREFIX)}
-        for name in EMA_BOOKKEEPING:
-            entries.pop(EMA_PREFIX + name, None)
-        if not entries:
-            raise CheckpointError(
-                f"{path} holds no EMA weights (no 'model_ema.*' entries, no nested 'model_ema' dict). Load its raw "
-                "weights with weights='raw' (tokenize.weights: raw), or use a checkpoint that has EMA weights."
-            )
-        # The dot-less names are mapped back through the model's own keys, which must not collide.
-        source = {key: ema_name(key) for key in expected}
-        if len(set(source.values())) != len(source):
-            raise CheckpointError(
-                f"{path}: the dot-less EMA names of {model.config.to_dict()} collide; load it with weights='raw'"
-            )
-    by_source = {name: key for key, name in source.items()}
-    missing = [source[key] for key in expected if source[key] not in entries]
-    unexpected = [name for name in entries if name not in by_source]
-    misshaped = [
-        f"{name}: file {_describe(value)}, model {tuple(expected[by_source[name]].shape)}"
-        for name, value in entries.items()
-        if name in by_source
-        and not (
-            isinstance(value, torch.Tensor)
-            and value.is_floating_point()
-            and value.shape == expected[by_source[name]].shape
-        )
-    ]
-    if missing or unexpected or misshaped:
-        problems = [
-            f"{len(items)} {what}: {_listing(items)}"
-            for what, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
-            if items
-        ]
-        raise CheckpointError(
-            f"{path}: the {weights} weights do not match the MagVit architecture {model.config.to_dict()}; "
-            + "; ".join(problems)
-            + ". Pass the config the checkpoint was made with (models.magvit.architecture), or the right file."
-        )
-    return {by_source[name]: value.float() for name, value in entries.items()}
-
-
-def _describe(value: Any) -> str:
-    if not isinstance(value, torch.Tensor):
-        return f"a {type(value).__name__}, not a tensor"
-    return str(tuple(value.shape)) + ("" if value.is_floating_point() else f" of {value.dtype}, not floating point")
-
-
-def _listing(items: list[str], limit: int = 12) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
