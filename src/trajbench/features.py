@@ -20,7 +20,6 @@ from trajbench.models import registry
 from trajbench.models.base import FeatureError, Run
 
 
-
 def extract_features(
     family_name: str,
     init: str,

@@ -60,7 +60,8 @@ wildcard_constraints:
 
 def inits(model):
     """The family's inits that the config asks for: pretrained/random (models.<name>.inits) for models with
-    weights, finetuned where fine-tuning is enabled; the baselines have a single init, "none"."""
+    weights, finetuned where fine-tuning is enabled; the baselines have a single init, "none".
+    """
     family = FAMILY[model]
     if not family.weights:
         return ["none"]
@@ -115,8 +116,11 @@ def model_inits():
 
 def code_version(script):
     """Hash of the library modules that ``workflow/scripts/<script>.py`` imports, directly or through each other,
-    passed as a param so that editing any of them reruns exactly the jobs that run it."""
-    return codehash.script_hash(Path(workflow.basedir) / "workflow" / "scripts" / f"{script}.py", SRC)
+    passed as a param so that editing any of them reruns exactly the jobs that run it.
+    """
+    return codehash.script_hash(
+        Path(workflow.basedir) / "workflow" / "scripts" / f"{script}.py", SRC
+    )
 
 
 def standin_path(model):

@@ -3,7 +3,9 @@ rule tokenize:
         unpack(tokenize_inputs),
     output:
         tokens=temp(f"results/{TOKENIZER}/{{init}}/shards/{{shard}}/tokens.npy"),
-        reconstructions=temp(f"results/{TOKENIZER}/{{init}}/shards/{{shard}}/reconstructions.npy"),
+        reconstructions=temp(
+            f"results/{TOKENIZER}/{{init}}/shards/{{shard}}/reconstructions.npy"
+        ),
         meta=temp(f"results/{TOKENIZER}/{{init}}/shards/{{shard}}/tokenize.json"),
     log:
         "logs/tokenize/{init}/{shard}.log",
@@ -89,8 +91,12 @@ rule compare_reconstruction:
     input:
         videos=VIDEOS,
         table=LABELS,
-        per_video=expand(f"results/{TOKENIZER}/{{init}}/metrics.csv", init=inits(TOKENIZER)),
-        codebook=expand(f"results/{TOKENIZER}/{{init}}/codebook.json", init=inits(TOKENIZER)),
+        per_video=expand(
+            f"results/{TOKENIZER}/{{init}}/metrics.csv", init=inits(TOKENIZER)
+        ),
+        codebook=expand(
+            f"results/{TOKENIZER}/{{init}}/codebook.json", init=inits(TOKENIZER)
+        ),
         reconstructions=expand(
             f"results/{TOKENIZER}/{{init}}/reconstructions.npy", init=inits(TOKENIZER)
         ),
