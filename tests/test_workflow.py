@@ -34,10 +34,12 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+# Six models with weights (magvit, videomae, videomae_k400, clip, dinov2, vjepa2) x pretrained/random, and the
+# pixels and oracle baselines: 14 feature jobs, one shard each.
 @pytest.mark.parametrize("configfile,extra,tokenize,features,finetune", [
-    ("config/config.yaml", "", 2, 8, 0),  # pretrained and random; 3 models x 2 inits + pixels + oracle; 1 shard each
-    ("config/config.yaml", "finetune: {enabled: true}\n", 3, 9, 1),  # + MagVit fine-tuned
-    ("config/demo.yaml", "", 6, 9, 1),  # fine-tuned; tokenize in 2 shards
+    ("config/config.yaml", "", 2, 14, 0),
+    ("config/config.yaml", "finetune: {enabled: true}\n", 3, 15, 1),  # + MagVit fine-tuned
+    ("config/demo.yaml", "", 6, 15, 1),  # fine-tuned; tokenize in 2 shards
 ])
 def test_dry_run_lists_the_dag(configfile, extra, tokenize, features, finetune, tmp_path):
     work = copy_workflow(tmp_path)
@@ -45,7 +47,7 @@ def test_dry_run_lists_the_dag(configfile, extra, tokenize, features, finetune, 
     out = snakemake("-n", "--configfile", configfile, "extra.yaml", cwd=work).stdout
     counts = job_counts(out)
     assert EXPECTED_RULES <= set(counts), set(counts)
-    assert counts["download_weights"] == 3  # one per model with weights
+    assert counts["download_weights"] == 6  # one per model with weights
     assert counts["tokenize"] == tokenize and counts["extract_features"] == features
     assert counts.get("finetune_tokenizer", 0) == finetune == counts.get("render_training_videos", 0)
     assert counts["probe"] == counts["merge_features"] == features  # one feature shard per model and init here
@@ -103,9 +105,9 @@ def test_conda_envs_agree_with_pyproject():
 
 # --- the demo end to end -------------------------------------------------------------------------------------------
 
-MODEL_INITS = {("magvit", "pretrained"), ("magvit", "random"), ("magvit", "finetuned"), ("videomae", "pretrained"),
-               ("videomae", "random"), ("clip", "pretrained"), ("clip", "random"), ("pixels", "none"),
-               ("oracle", "none")}
+NETWORKS = ("videomae", "videomae_k400", "clip", "dinov2", "vjepa2")
+MODEL_INITS = {("magvit", "finetuned"), ("pixels", "none"), ("oracle", "none"),
+               *((model, init) for model in ("magvit", *NETWORKS) for init in ("pretrained", "random"))}
 
 
 def test_demo_produces_summary_tables_figures(demo):
@@ -120,7 +122,7 @@ def test_demo_produces_summary_tables_figures(demo):
     # The oracle shows the task is learnable even at demo size (chance is 1/9).
     assert models.set_index("model").loc["oracle", "accuracy_mean"] > 0.5
     paired = pd.read_csv(demo / "results/comparisons/init_differences.csv")
-    assert set(paired["model"]) == {"magvit", "videomae", "clip"}
+    assert set(paired["model"]) == {"magvit", *NETWORKS}
     assert set(paired.loc[paired["model"] == "magvit", "comparison"]) == {
         "pretrained − random", "finetuned − random", "finetuned − pretrained"}
     recon = pd.read_csv(demo / "results/comparisons/reconstruction.csv").set_index("metric")
@@ -131,7 +133,7 @@ def test_demo_produces_summary_tables_figures(demo):
     assert sorted(p.stem for p in (demo / "results/data/gifs").glob("*.gif")) == sorted(
         pd.read_csv(demo / "results/data/labels.csv")["class_name"].unique())
     # Stand-in "pretrained" weights are a different network from the random init, for every model.
-    for model in ("magvit", "videomae", "clip"):
+    for model in ("magvit", *NETWORKS):
         pre = np.load(demo / f"results/features/{model}/pretrained.npy")
         rnd = np.load(demo / f"results/features/{model}/random.npy")
         assert pre.shape == rnd.shape and not np.allclose(pre, rnd), model
@@ -139,7 +141,7 @@ def test_demo_produces_summary_tables_figures(demo):
     videos = np.load(demo / "results/data/videos.npy", mmap_mode="r")
     assert tokens.dtype == np.int32 and tokens.shape == (len(videos), 3, 4, 4)  # 9x32x32 frames, 4x8x8 compression
     manifests = {m: json.loads((demo / f"resources/weights/{m}/manifest.json").read_text())
-                 for m in ("magvit", "videomae", "clip")}
+                 for m in ("magvit", *NETWORKS)}
     assert all(f["sha256"] for m in manifests.values() for f in m["files"])
     assert not list(demo.glob("results/**/.*tmp*")), "temporary files left behind"
 
@@ -185,10 +187,10 @@ def _rerun_plan(demo, extra_yaml: str) -> dict[str, int]:
 def test_rerun_redoes_only_what_changed(demo):
     assert _rerun_plan(demo, "{}\n") == {}  # up to date: nothing to do
     # A probe parameter: the probes and what follows, nothing upstream.
-    assert _rerun_plan(demo, "probe:\n  seed: 1\n") == {"probe": 9, "compare": 1, "summary": 1, "all": 1}
+    assert _rerun_plan(demo, "probe:\n  seed: 1\n") == {"probe": 15, "compare": 1, "summary": 1, "all": 1}
     # The dataset: everything after rendering, but not the environment check or the weights.
     plan = _rerun_plan(demo, "dataset:\n  seed: 1\n")
-    assert plan["render_videos"] == 2 and plan["tokenize"] == 6 and plan["extract_features"] == 9  # 2 shards x 3
+    assert plan["render_videos"] == 2 and plan["tokenize"] == 6 and plan["extract_features"] == 15  # 2 shards x 3
     # Not the environment check, the weights, nor the fine-tuning (its own clips, rendered with its own seed).
     assert not {"check_environment", "download_weights", "make_standin_weights", "render_training_videos",
                 "finetune_tokenizer"} & set(plan)
@@ -346,12 +348,56 @@ def test_second_run_in_the_same_folder_is_refused(demo, tmp_path):
     assert {p: p.read_bytes() for p in work.glob("results/comparisons/*")} == before
 
 
-def test_editing_library_code_reruns_the_rules_that_use_it(demo):
-    module = demo / "src/trajbench/probe.py"
-    original = module.read_text()
-    try:
-        module.write_text(original + "\n# an edit that may change results\n")
-        assert _rerun_plan(demo, "{}\n") == {"probe": 9, "compare": 1, "summary": 1, "all": 1}
-    finally:
-        module.write_text(original)
-    assert _rerun_plan(demo, "{}\n") == {}
+def _rules_with_changed_params(plan: str) -> set[str]:
+    """Rules of the jobs that a dry run plans because their own params (the code hash) changed."""
+    jobs = re.split(r"\n(?=\[.*\]\n(?:local)?rule )", plan)
+    return {re.search(r"rule (\w+):", job).group(1) for job in jobs
+            if re.search(r"rule \w+:", job) and "Params have changed since last execution" in job}
+
+
+def _script_of_each_rule() -> dict[str, str]:
+    scripts = {}
+    for smk in (ROOT / "workflow/rules").glob("*.smk"):
+        for rule, body in re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", smk.read_text(), re.M | re.S):
+            match = re.search(r'script:\s+"\.\./scripts/(\w+)\.py"', body)
+            if match:
+                scripts[rule] = match.group(1)
+    return scripts
+
+
+@pytest.mark.slow
+def test_editing_a_library_module_reruns_exactly_the_rules_that_import_it(demo, tmp_path):
+    """For every module of src/trajbench: an edit plans the rules whose scripts import it (transitively), through
+    their code hash, and no other rule for that reason."""
+    from trajbench import codehash
+
+    work = tmp_path / "demo"
+    shutil.copytree(demo, work, symlinks=True)
+    scripts = _script_of_each_rule()
+    ran = {rule for rule in scripts if list(work.glob(f"logs/{rule}*"))}  # not the opt-in flash-attn rebuild
+    imports = {rule: set(codehash.modules(ROOT / f"workflow/scripts/{script}.py", ROOT / "src"))
+               for rule, script in scripts.items()}
+    for path in sorted((work / "src/trajbench").rglob("*.py")):
+        module = ".".join(path.relative_to(work / "src").with_suffix("").parts).removesuffix(".__init__")
+        original = path.read_text()
+        path.write_text(original + "\n# an edit that may change results\n")
+        try:
+            proc = snakemake("-n", "--configfile", "config/demo.yaml", cwd=work)
+        finally:
+            path.write_text(original)
+        expected = {rule for rule in ran if module in imports[rule]}
+        assert _rules_with_changed_params(proc.stdout) == expected, module
+    assert _rerun_plan(work, "{}\n") == {}
+
+
+def test_a_key_sorted_copy_of_the_config_reruns_nothing(demo, tmp_path):
+    """Params are compared as text: a config file written with its keys in another order plans no job."""
+    work = tmp_path / "demo"
+    shutil.copytree(demo, work, symlinks=True)
+    for name in ("config.yaml", "demo.yaml"):
+        path = work / "config" / name
+        path.write_text(yaml.safe_dump(yaml.safe_load(path.read_text()), sort_keys=True))
+    assert yaml.safe_load((work / "config/demo.yaml").read_text()) == yaml.safe_load(
+        (ROOT / "config/demo.yaml").read_text())
+    assert _rerun_plan(work, "{}\n") == {}
+    assert _rerun_plan(work, "probe:\n  seed: 1\n")["probe"] == 15  # a changed value still reruns
