@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from trajbench import io, magvit, metrics
 from trajbench.logs import Progress
-from trajbench.tokenize import autocast_context
+from trajbench.runtime import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def train(
     arch = model.config
     _check_videos(videos, arch, config.batch_size)
     device = torch.device(device)
-    precision = autocast_context(device, dtype)  # refuses half precision on the CPU
+    precision = autocast(device, dtype)  # refuses half precision on the CPU
     amp_dtype = None if isinstance(precision, contextlib.nullcontext) else dtype
     precision_name = "float32" if amp_dtype is None else str(amp_dtype).removeprefix("torch.")
     fingerprint = _fingerprint(model, videos, config, device.type, precision_name)

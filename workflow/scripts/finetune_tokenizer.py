@@ -1,13 +1,13 @@
-from trajbench import environment, finetune, logs, magvit, render, weights
+from trajbench import finetune, logs, magvit, render, runtime, weights
 
 logger = logs.setup(snakemake.log[0])
 p = snakemake.params
-choice = environment.load_choice(snakemake.input.env)
+choice = runtime.load_choice(snakemake.input.env)
 videos, _ = render.load_dataset(snakemake.input.videos, snakemake.input.table)
 architecture = magvit.MagvitConfig.from_dict(p.model_cfg.get("architecture", {}))
 config = finetune.FinetuneConfig.from_dict(p.finetune)  # also checks init_from
 frames, height, width = videos.shape[1:4]
-environment.check_cpu_budget(
+runtime.check_cpu_budget(
     choice.device,
     # A training step costs about three forward passes (forward, and backward twice that).
     3 * config.steps * config.batch_size * magvit.estimate_tflop(architecture, frames, height, width),

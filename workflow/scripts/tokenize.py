@@ -1,15 +1,15 @@
-from trajbench import environment, io, logs, magvit, render, weights
+from trajbench import io, logs, magvit, render, runtime, weights
 from trajbench.tokenize import autocast_dtype, tokenize_videos
 
 logger = logs.setup(snakemake.log[0])
 p = snakemake.params
-choice = environment.load_choice(snakemake.input.env)
+choice = runtime.load_choice(snakemake.input.env)
 videos, _ = render.load_dataset(snakemake.input.videos, snakemake.input.table)
 clips = range(*p.clips)
 logger.info("shard %s: clips %d..%d of %d", snakemake.wildcards.shard, clips.start, clips.stop - 1, len(videos))
 videos = videos[clips.start : clips.stop]
 config = magvit.MagvitConfig.from_dict(p.model_cfg.get("architecture", {}))
-environment.check_cpu_budget(
+runtime.check_cpu_budget(
     choice.device,
     len(videos) * magvit.estimate_tflop(config, videos.shape[1], videos.shape[2], videos.shape[3]),
     p.allow_slow_cpu,
