@@ -19,9 +19,13 @@ except EnvironmentCheckError as exc:
     sys.exit(1)
 probe = result["probe"]
 if not probe["ok"]:
-    logger.error("flash-attn still fails after the rebuild [%s]: %s. Remedy: %s. Or set "
-                 "environment.rebuild_flash_attn: false to run with sdpa attention.\n%s",
-                 probe["class"], probe["message"], probe["remedy"], probe["output_tail"])
+    # The generic remedy of a torch-ABI error is this very rebuild; after it, only building by hand can help.
+    remedy = ("The new build does not fit this torch either: read the build log, build flash-attn by hand in this "
+              "environment or install a release made for this torch."
+              if probe["class"] == "flash_attn_abi" else f"Remedy: {probe['remedy']}.")
+    logger.error("flash-attn still fails after the rebuild [%s]: %s. %s Or set environment.rebuild_flash_attn: false "
+                 "to run with sdpa attention. Build log: %s; the probe's output:\n%s",
+                 probe["class"], probe["message"], remedy, snakemake.log.build, probe["output_tail"])
     sys.exit(1)
 logger.info("flash-attn works after the rebuild (%s, %s): %s", result["device"], result["dtype"], probe["details"])
 write_json(snakemake.output.json, result)
