@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import logging
 import os
 import stat
 import subprocess
@@ -130,6 +129,21 @@ def test_real_run_on_cpu_picks_float32_sdpa_and_reports_broken_flash(real):
     assert "flash_attention_2" not in attention  # never tried on cpu
     assert set(probes["compiled_deps"]["details"]) == set(envmod.COMPILED_MODULES)
     assert all(probes["compiled_deps"]["details"].values())
+
+
+def test_torch_probe_under_auto_agrees_with_itself_on_any_build(real):
+    """Whatever torch build and GPUs this machine has: the CUDA facts agree and auto picks cuda exactly when it works."""
+    probe = run_probe("torch", {"device": "auto"}, timeout_s=300)
+    details = probe["details"]
+    assert probe["ok"], probe
+    if details["cuda_build"] is None:
+        assert details["cuda_available"] is False
+    if details["cuda_available"]:
+        assert details["gpus"] and ("cuda_ok" in details) != ("cuda_error" in details)
+    else:
+        assert "gpus" not in details
+    report = _rebuild(real, environment={"min_gpu_memory_gb": 0}, torch=probe)
+    assert report["choice"]["device"] == ("cuda" if details.get("cuda_ok") else "cpu")
 
 
 def test_write_report_and_load_choice(real, tmp_path):
