@@ -1,7 +1,9 @@
 """Tests for trajbench.environment: real probes on this machine plus broken stand-in packages on a temporary PYTHONPATH.
 
-One real run_checks (with a flash-attn stand-in whose binary has the torch-ABI "undefined symbol" error) is shared by
-the decision tests, which swap single probe entries (real stand-in probes or GPU facts) into it and rebuild the report.
+One real run_checks on the CPU (with a flash-attn stand-in whose binary has the torch-ABI "undefined symbol" error) is
+shared by the decision tests, which swap single probe entries (real stand-in probes, or GPU and CUDA facts) into it and
+rebuild the report. Nothing assumes a CPU-only torch or a machine without a GPU: such facts are simulated. The rules
+run through Snakemake in a copied project, with stand-ins for torch and pip.
 """
 
 from __future__ import annotations
@@ -9,24 +11,23 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import logging
 import os
-import runpy
 import stat
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
+import yaml
 
+from conftest import copy_workflow, snakemake
 from trajbench import environment as envmod
 from trajbench.environment import (
-    REMEDIES, EnvironmentCheckError, RuntimeChoice, build_report, check_cpu_budget, classify, load_choice,
-    query_nvidia_smi, rebuild_flash_attn, run_checks, run_probe, write_report,
+    REMEDIES, EnvironmentCheckError, build_report, classify, query_nvidia_smi, run_checks, run_probe, write_report,
 )
+from trajbench.runtime import RuntimeChoice, load_choice
 
 REPO = Path(__file__).resolve().parents[1]
 UNDEFINED_SYMBOL = ("/opt/venv/lib/python3.11/site-packages/flash_attn_2_cuda.cpython-311-x86_64-linux-gnu.so: "
@@ -64,8 +65,8 @@ def broken_flash(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def real(broken_flash) -> dict:
-    """One real run_checks on this CPU machine, with the broken flash-attn stand-in."""
-    return run_checks({"device": "auto", "dtype": "auto", "attention": "auto"}, {"probe_timeout_s": 300},
+    """One real run_checks on the CPU (whatever GPU this machine has), with the broken flash-attn stand-in."""
+    return run_checks({"device": "cpu", "dtype": "auto", "attention": "auto"}, {"probe_timeout_s": 300},
                       env=_env(broken_flash))
 
 
@@ -73,6 +74,18 @@ def _rebuild(real: dict, runtime: dict | None = None, environment: dict | None =
              **probes: dict) -> dict:
     """build_report on the real probes with some entries replaced."""
     return build_report(runtime or {}, environment or {}, {**copy.deepcopy(real["probes"]), **probes}, nvidia)
+
+
+def _cpu_only_torch(real: dict) -> dict:
+    """The real torch probe as a CPU-only torch build would read under runtime.device auto."""
+    torch_probe = copy.deepcopy(real["probes"]["torch"])
+    torch_probe["details"].update(torch="2.4.0+cpu", cuda_build=None, cuda_available=False, cuda_warnings=[])
+    return torch_probe
+
+
+def _public_version(version: str) -> str:
+    """'2.9.1+cu128' -> '2.9.1': importlib.metadata and torch.__version__ differ only in the local build label."""
+    return version.split("+")[0]
 
 
 def _gpu_probes(real: dict, *, capability=(8, 0), memory_gb=80.0, free_gb=79.0, flash_ok=True,
@@ -95,13 +108,13 @@ def _gpu_probes(real: dict, *, capability=(8, 0), memory_gb=80.0, free_gb=79.0, 
 # --- the real run --------------------------------------------------------------------------------------------------
 
 
-def test_real_run_picks_cpu_float32_sdpa_and_reports_broken_flash(real):
+def test_real_run_on_cpu_picks_float32_sdpa_and_reports_broken_flash(real):
     assert real["choice"] == {"device": "cpu", "dtype": "float32", "attention": "sdpa",
                               "hidden_modules": ["flash_attn"]}
     probes = real["probes"]
     for name in ("python", "torch", "compiled_deps", "transformers"):
         assert probes[name]["ok"], probes[name]
-    assert probes["torch"]["details"]["torch"] == real["versions"]["torch"]
+    assert _public_version(probes["torch"]["details"]["torch"]) == _public_version(real["versions"]["torch"])
     assert real["versions"]["python"] == "%d.%d.%d" % sys.version_info[:3]
     # The probed interpreter's metadata (stand-in included) says flash-attn is installed; the import shows it is broken.
     assert real["versions"]["flash-attn"] == "2.6.3"
@@ -116,6 +129,21 @@ def test_real_run_picks_cpu_float32_sdpa_and_reports_broken_flash(real):
     assert "flash_attention_2" not in attention  # never tried on cpu
     assert set(probes["compiled_deps"]["details"]) == set(envmod.COMPILED_MODULES)
     assert all(probes["compiled_deps"]["details"].values())
+
+
+def test_torch_probe_under_auto_agrees_with_itself_on_any_build(real):
+    """Whatever torch build and GPUs this machine has: the CUDA facts agree and auto picks cuda exactly when it works."""
+    probe = run_probe("torch", {"device": "auto"}, timeout_s=300)
+    details = probe["details"]
+    assert probe["ok"], probe
+    if details["cuda_build"] is None:
+        assert details["cuda_available"] is False
+    if details["cuda_available"]:
+        assert details["gpus"] and ("cuda_ok" in details) != ("cuda_error" in details)
+    else:
+        assert "gpus" not in details
+    report = _rebuild(real, environment={"min_gpu_memory_gb": 0}, torch=probe)
+    assert report["choice"]["device"] == ("cuda" if details.get("cuda_ok") else "cpu")
 
 
 def test_write_report_and_load_choice(real, tmp_path):
@@ -148,7 +176,7 @@ def test_model_stage_survives_a_broken_flash_attn_without_metadata(real, tmp_pat
     broken = _write(tmp_path / "site", {"flash_attn/__init__.py": f"raise ImportError({UNDEFINED_SYMBOL!r})\n"})
     write_report(real, tmp_path / "environment.json", tmp_path / "environment.md")
     script = textwrap.dedent(f"""
-        from trajbench.environment import load_choice
+        from trajbench.runtime import load_choice
         choice = load_choice({str(tmp_path / "environment.json")!r})
         import torch
         from transformers import CLIPVisionConfig, CLIPVisionModel
@@ -162,15 +190,6 @@ def test_model_stage_survives_a_broken_flash_attn_without_metadata(real, tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "(1, 17, 32)"
     assert "hidden from this job" in proc.stderr
-
-
-def test_load_choice_rejects_bad_files(tmp_path):
-    with pytest.raises(ValueError, match="missing.json"):
-        load_choice(tmp_path / "missing.json")
-    (tmp_path / "auto.json").write_text(json.dumps({"choice": {"device": "auto", "dtype": "float32",
-                                                               "attention": "sdpa"}}))
-    with pytest.raises(ValueError, match="auto.json.*not a concrete"):
-        load_choice(tmp_path / "auto.json")
 
 
 # --- stand-in failures -------------------------------------------------------------------------------------------
@@ -337,10 +356,12 @@ def test_old_driver_fails_forced_cuda_and_warns_on_auto(real):
     assert any("[old_driver]" in w and REMEDIES["old_driver"] in w for w in report["warnings"])
 
 
-def test_forced_cuda_on_this_cpu_build_is_an_error(real):
-    with pytest.raises(EnvironmentCheckError, match=r"\[no_cuda\].*CPU-only build") as caught:
-        _rebuild(real, {"device": "cuda"})
+def test_forced_cuda_on_a_cpu_only_build_is_an_error(real):
+    with pytest.raises(EnvironmentCheckError, match=r"\[no_cuda\].*torch 2.4.0\+cpu is a CPU-only build") as caught:
+        _rebuild(real, {"device": "cuda"}, torch=_cpu_only_torch(real))
     assert REMEDIES["no_cuda"] in str(caught.value)
+    # A plain CPU machine (no nvidia-smi, no CUDA complaints) needs no warning under auto.
+    assert _rebuild(real, torch=_cpu_only_torch(real))["warnings"] == real["warnings"]
 
 
 def test_forced_attention_and_dtype_on_cpu(real):
@@ -380,8 +401,8 @@ def test_nvidia_smi_facts_and_failures(real, tmp_path):
     found = query_nvidia_smi({"PATH": str(bin_dir)})
     assert found == {"found": True, "driver": "535.104.05", "gpus": [{"name": "NVIDIA A100-SXM4-80GB",
                                                                       "memory_mib": "81920"}], "error": None}
-    # nvidia-smi sees a GPU, this torch is a CPU-only build: auto falls back with a warning naming why
-    report = _rebuild(real, nvidia=found)
+    # nvidia-smi sees a GPU, torch is a CPU-only build: auto falls back with a warning naming why
+    report = _rebuild(real, nvidia=found, torch=_cpu_only_torch(real))
     assert report["choice"]["device"] == "cpu" and report["versions"]["nvidia_driver"] == "535.104.05"
     assert any("[no_cuda]" in w and "CPU-only build" in w for w in report["warnings"])
     smi.write_text("#!/bin/sh\necho \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\""
@@ -391,128 +412,75 @@ def test_nvidia_smi_facts_and_failures(real, tmp_path):
     assert query_nvidia_smi({"PATH": str(tmp_path / "empty")})["found"] is False
 
 
-# --- CPU budget ------------------------------------------------------------------------------------------------------
+# --- the rules, run by Snakemake in a copied project ---------------------------------------------------------------
 
 
-def test_check_cpu_budget(caplog):
-    assert check_cpu_budget("cuda", 1e6, False, "magvit encode") is None
-    assert check_cpu_budget("cuda:1", 1e6, False, "magvit encode") is None
-    assert check_cpu_budget("cpu", 10.0, False, "tiny magvit") == pytest.approx(50.0)
-    full = (4.47 + 6.19) * 1000  # full MagVit encode + decode of 1000 17x128x128 clips
-    with pytest.raises(EnvironmentCheckError) as caught:
-        check_cpu_budget("cpu", full, False, "magvit reconstruction")
-    message = str(caught.value)
-    assert "magvit reconstruction: 1.07e+04 TFLOP, about 14.8 h on cpu at an assumed 0.2 TFLOP/s" in message
-    assert "runtime.allow_slow_cpu: true" in message and "runtime.device: cuda" in message
-    with caplog.at_level(logging.WARNING, logger="trajbench.environment"):
-        assert check_cpu_budget("cpu", full, True, "magvit reconstruction") == pytest.approx(full / 0.2)
-    assert "allow_slow_cpu is true" in caplog.text
-    with pytest.raises(EnvironmentCheckError, match="about 3.0 h on cpu at a measured 1 TFLOP/s"):
-        check_cpu_budget("cpu", 10800.0, False, "x", cpu_tflops=1.0)
-    assert check_cpu_budget("cpu", 10800.0, False, "x", cpu_tflops=1.0, max_cpu_seconds=4 * 3600) == 10800.0
-    with pytest.raises(ValueError, match="cpu_tflops"):
-        check_cpu_budget("cpu", 1.0, False, "x", cpu_tflops=0.0)
+def test_check_environment_rule(tmp_path):
+    work = copy_workflow(tmp_path / "project")
+    target = ("--cores", "1", "results/env/environment.json", "--configfile", "config/demo.yaml")
+    crashing = _write(tmp_path / "crashing", {"torch/__init__.py": "import ctypes\nctypes.string_at(0)\n"})
+    proc = snakemake(*target, cwd=work, check=False, env=_env(crashing))
+    assert proc.returncode != 0 and "logs/check_environment.log" in proc.stderr
+    log = (work / "logs" / "check_environment.log").read_text()
+    assert "torch probe failed [crash]: killed by signal SIGSEGV" in log and REMEDIES["crash"] in log
+    assert "torch probe output tail:" in log and "Fatal Python error: Segmentation fault" in log
+    assert not (work / "results" / "env" / "environment.json").exists()
+
+    snakemake(*target, cwd=work)
+    report = json.loads((work / "results" / "env" / "environment.json").read_text())
+    assert {key: report["choice"][key] for key in ("device", "dtype", "attention")} == {
+        "device": "cpu", "dtype": "float32", "attention": "sdpa"}
+    assert "| cpu | float32 | sdpa |" in (work / "results" / "env" / "environment.md").read_text()
 
 
-# --- flash-attn rebuild (fake pip) -----------------------------------------------------------------------------------
+# Found by `python -m pip` ahead of the real pip (PYTHONPATH comes first on sys.path): records its arguments, then
+# acts as the test's PIP_OUTCOME says on the stand-in flash_attn next to it.
+STANDIN_PIP = f"""
+import os, pathlib, sys
+site = pathlib.Path(__file__).resolve().parents[1]
+with open(site / "pip_calls.txt", "a") as record:
+    record.write(f"MAX_JOBS={{os.environ.get('MAX_JOBS')}} {{' '.join(sys.argv[1:])}}\\n")
+print("stand-in pip", sys.argv[1], "output", flush=True)
+outcome, init = os.environ["PIP_OUTCOME"], site / "flash_attn" / "__init__.py"
+if sys.argv[1] == "uninstall":
+    init.unlink()
+elif outcome == "fails":
+    sys.exit("error: nvcc not found")
+else:
+    init.write_text("__version__ = '2.7.0'\\n" if outcome == "works" else "raise ImportError({UNDEFINED_SYMBOL!r})\\n")
+"""
 
 
-@pytest.fixture
-def fake_python(tmp_path) -> Path:
-    """A `python` that records and fakes `-m pip ...` (install fails when FAIL_INSTALL is set), else runs Python."""
-    path = tmp_path / "python"
-    path.write_text(textwrap.dedent(f"""\
-        #!/bin/sh
-        if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then
-            echo "MAX_JOBS=$MAX_JOBS $*" >> "$RECORD"
-            echo "fake pip $3 output"
-            if [ "$3" = "install" ] && [ -n "$FAIL_INSTALL" ]; then echo "error: nvcc not found" >&2; exit 1; fi
-            exit 0
-        fi
-        exec {sys.executable} "$@"
-        """))
-    path.chmod(0o755)
-    return path
-
-
-def test_rebuild_flash_attn_runs_pip_then_probes(fake_python, tmp_path):
-    working = _write(tmp_path / "working", {"flash_attn/__init__.py": "__version__ = '2.7.0'\n"})
-    record = tmp_path / "record.txt"
-    result = rebuild_flash_attn(3, tmp_path / "logs" / "build.log", python=str(fake_python),
-                                env=_env(working, RECORD=str(record)), timeout_s=300)
-    assert record.read_text().splitlines() == [
-        "MAX_JOBS=3 -m pip uninstall -y flash-attn",
-        "MAX_JOBS=3 -m pip install --no-cache-dir --no-build-isolation flash-attn",
-    ]
-    log = (tmp_path / "logs" / "build.log").read_text()
-    assert log.index("$ MAX_JOBS=3 ") < log.index("fake pip uninstall output") < log.index("fake pip install output")
-    assert [s["returncode"] for s in result["steps"]] == [0, 0]
-    assert (result["device"], result["dtype"]) == ("cpu", "float32")
-    assert result["probe"]["ok"] and result["probe"]["details"] == {"flash_attn": "2.7.0", "kernel_checked": False}
-
-
-def test_rebuild_flash_attn_pip_failure_keeps_the_log(fake_python, tmp_path):
-    record = tmp_path / "record.txt"
-    with pytest.raises(EnvironmentCheckError, match=r"(?s)exited with status 1.*error: nvcc not found"):
-        rebuild_flash_attn(2, tmp_path / "build.log", python=str(fake_python),
-                           env=_env(RECORD=str(record), FAIL_INSTALL="1"))
-    assert "error: nvcc not found" in (tmp_path / "build.log").read_text()
-    assert len(record.read_text().splitlines()) == 2
-
-
-# --- the thin Snakemake scripts --------------------------------------------------------------------------------------
-
-
-class _Log(list):
-    """Snakemake's log object: a list whose named entries are also attributes."""
-
-    def __init__(self, **named):
-        super().__init__(named.values())
-        self.__dict__.update(named)
-
-
-def _snakemake(tmp_path, **params) -> SimpleNamespace:
-    return SimpleNamespace(
-        params=SimpleNamespace(**params), threads=4,
-        log=_Log(main=str(tmp_path / "rule.log"), build=str(tmp_path / "build.log")),
-        output=SimpleNamespace(json=str(tmp_path / "out" / "environment.json"),
-                               md=str(tmp_path / "out" / "environment.md")))
-
-
-def test_check_environment_script(real, tmp_path, monkeypatch):
-    script = str(REPO / "workflow" / "scripts" / "check_environment.py")
-    smk = _snakemake(tmp_path, runtime={"device": "gpu"}, environment={})
-    with pytest.raises(SystemExit) as caught:
-        runpy.run_path(script, init_globals={"snakemake": smk})
-    assert caught.value.code == 1 and not (tmp_path / "out").exists()
-    assert "runtime.device is 'gpu'" in (tmp_path / "rule.log").read_text()
-
-    calls = []
-    monkeypatch.setattr(envmod, "run_checks", lambda runtime, environment: calls.append((runtime, environment)) or real)
-    smk = _snakemake(tmp_path, runtime={"device": "auto"}, environment={"probe_timeout_s": 5})
-    runpy.run_path(script, init_globals={"snakemake": smk})
-    assert calls == [({"device": "auto"}, {"probe_timeout_s": 5})]
-    assert json.loads(Path(smk.output.json).read_text())["choice"] == real["choice"]
-    assert "| cpu | float32 | sdpa |" in Path(smk.output.md).read_text()
-
-
-def test_rebuild_flash_attn_script(real, tmp_path, monkeypatch):
-    script = str(REPO / "workflow" / "scripts" / "rebuild_flash_attn.py")
-    calls = []
-
-    def fake_rebuild(jobs, log_path, timeout_s):
-        calls.append((jobs, log_path, timeout_s))
-        return {"steps": [], "device": "cpu", "dtype": "float32", "probe": probe}
-
-    monkeypatch.setattr(envmod, "rebuild_flash_attn", fake_rebuild)
-    probe = real["probes"]["flash_attn"]  # still broken after the "rebuild"
-    smk = _snakemake(tmp_path, environment={"probe_timeout_s": 7})
-    with pytest.raises(SystemExit) as caught:
-        runpy.run_path(script, init_globals={"snakemake": smk})
-    assert caught.value.code == 1 and not Path(smk.output.json).exists()
-    assert "still fails after the rebuild [flash_attn_abi]" in (tmp_path / "rule.log").read_text()
-    assert calls == [(4, smk.log.build, 7)]
-
-    probe = {**probe, "ok": True}
-    runpy.run_path(script, init_globals={"snakemake": smk})
-    assert json.loads(Path(smk.output.json).read_text())["probe"]["ok"] is True
+@pytest.mark.parametrize("outcome", ["works", "fails", "still_broken"])
+def test_rebuild_flash_attn_rule(outcome, tmp_path):
+    site = _write(tmp_path / "site", {"flash_attn/__init__.py": f"raise ImportError({UNDEFINED_SYMBOL!r})\n",
+                                      "pip/__init__.py": "", "pip/__main__.py": STANDIN_PIP})
+    work = copy_workflow(tmp_path / "project")
+    (work / "extra.yaml").write_text(yaml.safe_dump({"environment": {"rebuild_flash_attn": True}}))
+    proc = snakemake("--cores", "2", "results/env/flash_attn_rebuild.json", "--configfile", "config/demo.yaml",
+                     "extra.yaml", cwd=work, check=False, env=_env(site, PIP_OUTCOME=outcome))
+    assert (site / "pip_calls.txt").read_text().splitlines() == [  # the rule's 4 threads, capped by --cores 2
+        "MAX_JOBS=2 uninstall -y flash-attn", "MAX_JOBS=2 install --no-cache-dir --no-build-isolation flash-attn"]
+    build_log = (work / "logs" / "flash_attn_build.log").read_text()
+    assert (build_log.index(f"$ MAX_JOBS=2 {sys.executable} -m pip uninstall -y flash-attn")
+            < build_log.index("stand-in pip uninstall output") < build_log.index("stand-in pip install output"))
+    log = (work / "logs" / "rebuild_flash_attn.log").read_text()
+    result = work / "results" / "env" / "flash_attn_rebuild.json"
+    if outcome == "works":
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        rebuilt = json.loads(result.read_text())
+        assert (rebuilt["device"], rebuilt["dtype"]) == ("cpu", "float32")  # runtime.device: cpu in the demo config
+        assert [step["returncode"] for step in rebuilt["steps"]] == [0, 0]
+        assert rebuilt["probe"]["ok"] and rebuilt["probe"]["details"] == {"flash_attn": "2.7.0",
+                                                                          "kernel_checked": False}
+        assert "flash-attn works after the rebuild (cpu, float32)" in log
+        return
+    assert proc.returncode != 0 and "logs/rebuild_flash_attn.log" in proc.stderr and not result.exists()
+    assert "environment.rebuild_flash_attn: false" in log  # the way out when the build cannot be fixed
+    if outcome == "fails":
+        assert "-m pip install --no-cache-dir --no-build-isolation flash-attn` exited with status 1" in log
+        assert "full log: logs/flash_attn_build.log" in log and "error: nvcc not found" in log
+        assert "error: nvcc not found" in build_log
+    else:
+        assert "flash-attn still fails after the rebuild [flash_attn_abi]" in log and "undefined symbol" in log
+        assert "build flash-attn by hand" in log and "Build log: logs/flash_attn_build.log" in log

@@ -5,11 +5,11 @@ reported (classified, with a one-line remedy) instead of taking the check down. 
 transformers' ``is_flash_attn_2_available()`` says "available" for a flash-attn build that cannot even be imported, so
 flash-attn is imported and its kernel compared with torch's attention.
 
-``run_checks`` runs the probes and returns the report (``choice`` = device/dtype/attention for model stages);
-``build_report`` is its pure decision half, ``write_report`` writes JSON + Markdown, ``load_choice`` reads the choice
-back for model stages. ``check_cpu_budget`` refuses full-size work on CPU; ``rebuild_flash_attn`` rebuilds flash-attn
-against the installed torch. Heavy packages are imported only inside probes (``load_choice`` imports torch): the
-check must survive a torch that crashes on import.
+``run_checks`` runs the probes (the programs in trajbench.probes) and returns the report (``choice`` =
+device/dtype/attention for model stages); ``build_report`` is its pure decision half, ``write_report`` writes JSON +
+Markdown, which trajbench.runtime.load_choice reads back in model stages. ``rebuild_flash_attn`` rebuilds flash-attn
+against the installed torch. Heavy packages are imported only inside probes: the check must survive a torch that
+crashes on import.
 """
 
 from __future__ import annotations
@@ -23,25 +23,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-from trajbench.io import atomic_path, write_json, write_text
-
-if TYPE_CHECKING:
-    import torch
+from trajbench import probes as probe_programs
+from trajbench.io import write_json, write_text
+from trajbench.runtime import ATTENTIONS, DEVICES, DTYPES, HALF_DTYPES
 
 logger = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cuda", "cpu")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-HALF_DTYPES = ("float16", "bfloat16")
-# Preference order for `runtime.attention: auto`.
-ATTENTIONS = ("flash_attention_2", "sdpa", "eager")
 DEFAULT_PROBE_TIMEOUT_S = 120.0
 DEFAULT_MIN_GPU_MEMORY_GB = 8.0
 
@@ -52,15 +44,13 @@ DISTRIBUTIONS = (
     "torch", "numpy", "transformers", "huggingface_hub", "snakemake", "scikit-image", "scikit-learn", "scipy",
     "pandas", "matplotlib", "flash-attn",
 )
-# name -> required; a failed required probe stops the workflow, a failed optional one only changes the choice.
+# name (a probe in trajbench.probes) -> required; a failed required probe stops the workflow, a failed optional one
+# only changes the choice.
 PROBES = {"python": True, "torch": True, "compiled_deps": True, "flash_attn": False, "transformers": True}
 
 # Accuracy allowed between attention implementations, relative to the output's largest magnitude (half precision
 # rounds at ~1e-3 (fp16) / ~4e-3 (bf16) relative, and kernels accumulate in different orders).
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 4e-2}
-
-ASSUMED_CPU_TFLOPS = 0.2
-DEFAULT_MAX_CPU_SECONDS = 3600.0
 
 REBUILD_FLASH_ATTN = ("pip uninstall -y flash-attn && "
                       "MAX_JOBS=4 pip install --no-cache-dir --no-build-isolation flash-attn")
@@ -105,149 +95,12 @@ REMEDIES = {
     "other": "unexpected failure: read the message and output tail in the report, fix the package it names, rerun",
 }
 
-_MARKER = "@@trajbench-probe@@"
 _TAIL_CHARS = 4000
-
-# Probe programs, run as `python -X faulthandler -c SOURCE ARGS_JSON`. Each defines run(), which fills DETAILS; the
-# epilogue prints DETAILS on one marker line even when run() raises, so partial facts (e.g. an error size) survive.
-_PRELUDE = f"""
-import json, sys
-ARGS = json.loads(sys.argv[1])
-DETAILS = {{}}
-MARKER = {_MARKER!r}
-"""
-_EPILOGUE = """
-try:
-    run()
-finally:
-    sys.stdout.write("\\n" + MARKER + " " + json.dumps(DETAILS) + "\\n")
-    sys.stdout.flush()
-"""
-_PROBE_BODIES = {
-    "python": """
-def run():
-    import importlib.metadata, platform
-    DETAILS["python"] = platform.python_version()
-    DETAILS["executable"] = sys.executable
-    versions = DETAILS["versions"] = {}
-    for name in ARGS["distributions"]:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-""",
-    "torch": """
-def run():
-    import warnings
-    import torch
-    DETAILS["torch"] = torch.__version__
-    DETAILS["cuda_build"] = torch.version.cuda
-    DETAILS["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    a = torch.arange(12, dtype=torch.float32).reshape(3, 4)
-    value = float((a @ a.T).trace())  # sum of squares 0..11
-    if value != 506.0:
-        raise RuntimeError(f"torch matmul on cpu gave {value}, expected 506")
-    if ARGS["device"] == "cpu":  # never touch CUDA when the user chose cpu: a hung driver must not block it
-        return
-    with warnings.catch_warnings(record=True) as caught:  # torch explains an unusable CUDA only in a warning
-        warnings.simplefilter("always")
-        DETAILS["cuda_available"] = torch.cuda.is_available()
-    DETAILS["cuda_warnings"] = [str(w.message) for w in caught]
-    if not DETAILS["cuda_available"]:
-        return
-    gpus = DETAILS["gpus"] = []
-    for index in range(torch.cuda.device_count()):
-        props = torch.cuda.get_device_properties(index)
-        gpus.append({"index": index, "name": props.name, "memory_gb": props.total_memory / 2**30,
-                     "compute_capability": [props.major, props.minor]})
-    try:
-        free, _ = torch.cuda.mem_get_info(0)
-        gpus[0]["free_memory_gb"] = free / 2**30
-        b = a.to("cuda")
-        value = float((b @ b.T).trace())
-        torch.cuda.synchronize()
-        if value != 506.0:
-            raise RuntimeError(f"torch matmul on cuda gave {value}, expected 506")
-        DETAILS["cuda_ok"] = True
-    except Exception as exc:
-        DETAILS["cuda_error"] = f"{type(exc).__name__}: {exc}"
-""",
-    "compiled_deps": """
-def run():
-    import importlib
-    failures = []
-    for name in ARGS["modules"]:
-        print("probe: importing", name, file=sys.stderr, flush=True)  # names the culprit if the import crashes
-        try:
-            module = importlib.import_module(name)
-            DETAILS[name] = getattr(module, "__version__", "unknown")
-        except Exception as exc:
-            DETAILS[name] = None
-            failures.append(f"{name}: {type(exc).__name__}: {exc}")
-    if failures:
-        raise ImportError("; ".join(failures))
-""",
-    "flash_attn": """
-def run():
-    import importlib.util
-    if importlib.util.find_spec("flash_attn") is None:
-        raise ModuleNotFoundError("flash_attn is not installed")
-    import flash_attn
-    DETAILS["flash_attn"] = getattr(flash_attn, "__version__", "unknown")
-    DETAILS["kernel_checked"] = False
-    if ARGS["device"] != "cuda" or ARGS["dtype"] not in ("float16", "bfloat16"):
-        return  # the kernel exists only for CUDA half precision; importing it is all that can be checked here
-    import torch
-    from flash_attn import flash_attn_func
-    dtype = getattr(torch, ARGS["dtype"])
-    generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 128, 4, 64, generator=generator).to("cuda", dtype) for _ in range(3))  # (B, S, H, D)
-    out = flash_attn_func(q, k, v).float()
-    ref = torch.nn.functional.scaled_dot_product_attention(*(t.float().transpose(1, 2) for t in (q, k, v)))
-    ref = ref.transpose(1, 2)
-    DETAILS["max_abs_error"] = float((out - ref).abs().max())
-    DETAILS["reference_max_abs"] = float(ref.abs().max())
-    DETAILS["kernel_checked"] = True
-    if DETAILS["max_abs_error"] > ARGS["tolerance"] * max(1.0, DETAILS["reference_max_abs"]):
-        raise RuntimeError(f"flash_attn_func differs from scaled_dot_product_attention by "
-                           f"{DETAILS['max_abs_error']:.3g} (tolerance {ARGS['tolerance']:g})")
-""",
-    "transformers": """
-def run():
-    import sys
-    for name in ARGS.get("hidden", ()):
-        sys.modules[name] = None  # as model stages do: a broken extension must not break every model
-    import torch
-    import transformers
-    from transformers import AutoModel, CLIPVisionConfig
-    DETAILS["transformers"] = transformers.__version__
-    device, dtype = ARGS["device"], getattr(torch, ARGS["dtype"])
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=32, patch_size=8)
-    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device, dtype)
-    results = DETAILS["attention"] = {}
-    outputs = {}
-    for name in ARGS["attentions"]:  # "eager" first: the reference
-        try:
-            torch.manual_seed(0)  # the same weights for every implementation
-            model = AutoModel.from_config(config, attn_implementation=name).to(device=device, dtype=dtype).eval()
-            with torch.no_grad():
-                outputs[name] = model(pixel_values=pixels).last_hidden_state.float()
-            results[name] = {"ok": True}
-        except Exception as exc:
-            results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    if "eager" not in outputs:
-        raise RuntimeError("tiny CLIP vision model failed with eager attention: " + results["eager"]["error"])
-    ref = outputs["eager"]
-    scale = max(1.0, float(ref.abs().max()))
-    for name, out in outputs.items():
-        error = float((out - ref).abs().max())
-        results[name]["max_abs_diff_vs_eager"] = error
-        if error > ARGS["tolerance"] * scale:
-            results[name] = {"ok": False, "max_abs_diff_vs_eager": error,
-                             "error": f"output differs from eager by {error:.3g} (tolerance {ARGS['tolerance']:g})"}
-""",
-}
+# The probe file runs by path, not as `-m trajbench.probes`: the probed interpreter need not have trajbench
+# installed, and putting this package's folder (site-packages, when installed) on its PYTHONPATH would show it
+# packages that are not its own. run_path, unlike `python FILE`, does not put trajbench/ (with its io.py and
+# tokenize.py) ahead of the standard library on sys.path.
+_LAUNCH = "import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
 
 
 class EnvironmentCheckError(RuntimeError):
@@ -259,16 +112,6 @@ class EnvironmentCheckError(RuntimeError):
         lines = self.problems if len(self.problems) == 1 else [f"{len(self.problems)} problems:"] + [
             f"- {p}" for p in self.problems]
         super().__init__("\n".join(lines))
-
-
-@dataclass(frozen=True)
-class RuntimeChoice:
-    """Where and how model stages run, as decided by the environment check."""
-
-    device: str
-    dtype: "torch.dtype"
-    attention: str
-    hidden_modules: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -296,16 +139,16 @@ def run_probe(name: str, args: Mapping[str, Any], *, python: str = sys.executabl
     """
     if name not in PROBES:
         raise ValueError(f"unknown probe {name!r}; known: {', '.join(PROBES)}")
-    source = _PRELUDE + textwrap.dedent(_PROBE_BODIES[name]) + _EPILOGUE
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("HF_HUB_OFFLINE", "1")  # probes build models from configs; they must never download
-    returncode, stdout, stderr, timed_out, seconds = _run_process(
-        [python, "-X", "faulthandler", "-c", source, json.dumps(dict(args))], child_env, timeout_s)
+    command = [python, "-X", "faulthandler", "-c", _LAUNCH, probe_programs.__file__, name, json.dumps(dict(args))]
+    returncode, stdout, stderr, timed_out, seconds = _run_process(command, child_env, timeout_s)
     details: dict = {}
     output_lines = []
+    marker = probe_programs.MARKER
     for line in stdout.splitlines():
-        if line.startswith(_MARKER):
-            details = json.loads(line[len(_MARKER):])
+        if line.startswith(marker):
+            details = json.loads(line[len(marker):])
         else:
             output_lines.append(line)
     output = "\n".join(output_lines).strip() + "\n" + stderr
@@ -584,7 +427,7 @@ def _choose_attention(settings: dict, device: str, dtype: str, probes: Mapping[s
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Report files and the choice for model stages
+# Report files
 
 
 def write_report(report: Mapping[str, Any], json_path: str | os.PathLike, md_path: str | os.PathLike) -> None:
@@ -630,104 +473,31 @@ def _cell(value: Any) -> str:
 
 
 def hidden_modules(probes: Mapping[str, dict]) -> list[str]:
-    """Installed-but-broken optional extensions that model stages must not import.
-
-    Some transformers releases import flash_attn while importing any model (and 5.x does when the package has no
-    metadata), so a broken build would break every model, not only flash attention. Hiding it (``sys.modules[name]
-    = None``) makes ``find_spec`` answer "not installed" and ``import`` fail cleanly, so sdpa/eager keep working.
-    """
+    """Installed-but-broken optional extensions that model stages must not import (trajbench.runtime.hide_modules
+    says why)."""
     flash = probes.get("flash_attn", {})
     return ["flash_attn"] if not flash.get("ok", True) and flash.get("class") != "missing" else []
-
-
-def hide_modules(choice: RuntimeChoice) -> None:
-    """Apply the environment check's verdict in this process: hide the broken extensions it found."""
-    for name in choice.hidden_modules:
-        if sys.modules.get(name) is not None:
-            continue  # already imported successfully here: nothing to protect against
-        sys.modules[name] = None
-        logger.warning("%s is installed but broken (see the environment report); hidden from this job", name)
-
-
-def load_choice(json_path: str | os.PathLike) -> RuntimeChoice:
-    """The device/dtype/attention chosen by the environment check, from its JSON report.
-
-    It also hides the broken extensions the check found (:func:`hide_modules`), so call it before importing
-    transformers.
-    """
-    import torch
-
-    try:
-        choice = json.loads(Path(json_path).read_text())["choice"]
-        device, dtype_name, attention = choice["device"], choice["dtype"], choice["attention"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{json_path}: no valid environment report with choice.device/dtype/attention ({exc!r}); "
-                         "rerun the environment check rule") from exc
-    if device not in DEVICES[1:] or dtype_name not in DTYPES[1:] or attention not in ATTENTIONS:
-        raise ValueError(f"{json_path}: choice {choice} is not a concrete device/dtype/attention; "
-                         "rerun the environment check rule")
-    runtime = RuntimeChoice(device=device, dtype=getattr(torch, dtype_name), attention=attention,
-                            hidden_modules=tuple(choice.get("hidden_modules", ())))
-    hide_modules(runtime)
-    return runtime
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# CPU budget
-
-
-def check_cpu_budget(device: Any, tflop_total: float, allow_slow_cpu: bool, what: str, *,
-                     cpu_tflops: float | None = None, max_cpu_seconds: float = DEFAULT_MAX_CPU_SECONDS) -> float | None:
-    """Estimated CPU seconds for ``tflop_total`` TFLOP of work ``what``; None on a GPU, where no budget applies.
-
-    Work estimated over ``max_cpu_seconds`` is refused (EnvironmentCheckError) unless ``allow_slow_cpu``.
-    ``cpu_tflops`` is a measured throughput; None assumes ASSUMED_CPU_TFLOPS (and the message says so).
-    """
-    if str(device).split(":")[0] != "cpu":
-        return None
-    if tflop_total < 0:
-        raise ValueError(f"{what}: tflop_total is {tflop_total}; it must be >= 0")
-    rate = ASSUMED_CPU_TFLOPS if cpu_tflops is None else cpu_tflops
-    if rate <= 0:
-        raise ValueError(f"{what}: cpu_tflops is {rate}; it must be > 0")
-    seconds = tflop_total / rate
-    basis = f"an assumed {rate:g} TFLOP/s" if cpu_tflops is None else f"a measured {rate:g} TFLOP/s"
-    estimate = f"{what}: {tflop_total:.3g} TFLOP, about {format_duration(seconds)} on cpu at {basis}"
-    if seconds <= max_cpu_seconds:
-        logger.info("%s", estimate)
-    elif allow_slow_cpu:
-        logger.warning("%s; runtime.allow_slow_cpu is true, so it runs anyway", estimate)
-    else:
-        raise EnvironmentCheckError([
-            f"{estimate}, over the {format_duration(max_cpu_seconds)} allowed on cpu. Run it on a GPU "
-            "(runtime.device: cuda or auto on a CUDA machine), make it smaller (fewer clips, a smaller config), or set "
-            "runtime.allow_slow_cpu: true to run it anyway"])
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.1f} s"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # flash-attn rebuild
 
 
-def rebuild_flash_attn(jobs: int, log_path: str | os.PathLike, python: str = sys.executable, *,
-                       env: Mapping[str, str] | None = None,
-                       timeout_s: float = DEFAULT_PROBE_TIMEOUT_S) -> dict:
+def rebuild_flash_attn(jobs: int, log_path: str | os.PathLike, runtime: Mapping[str, Any] | None = None,
+                       environment: Mapping[str, Any] | None = None, python: str = sys.executable, *,
+                       env: Mapping[str, str] | None = None) -> dict:
     """Reinstall flash-attn built against the installed torch, then probe it; torch itself is never touched.
 
-    Runs ``pip uninstall -y flash-attn`` and ``pip install --no-cache-dir --no-build-isolation flash-attn`` (no
-    cache: a cached wheel would be the old, broken build) with MAX_JOBS=jobs, streaming their output to
-    ``log_path``. Raises EnvironmentCheckError when pip fails (the log is kept). Returns {"steps", "device", "dtype",
-    "probe"} where probe is the flash_attn probe entry on the device/dtype auto would choose.
+    Runs ``python -m pip uninstall -y flash-attn`` and ``python -m pip install --no-cache-dir --no-build-isolation
+    flash-attn`` (no cache: a cached wheel would be the old, broken build) with MAX_JOBS=jobs, streaming their output
+    to ``log_path``. ``-m pip``, not a ``pip`` found on PATH: only the interpreter's own pip is sure to install into
+    its environment. Raises EnvironmentCheckError when pip fails (the log is kept). ``runtime``/``environment`` are
+    the config sections (device and dtype as run_checks reads them; probe_timeout_s). Returns {"steps", "device",
+    "dtype", "probe"} where probe is the flash_attn probe entry on the device/dtype the config gives.
     """
     if jobs < 1:
         raise ValueError(f"rebuild_flash_attn: jobs is {jobs}; use at least 1")
+    settings = _settings(runtime or {}, environment or {})
     child_env = dict(os.environ if env is None else env)
     child_env["MAX_JOBS"] = str(jobs)  # flash-attn's build runs this many compilers; each can take several GiB RAM
     if shutil.which("ninja", path=child_env.get("PATH")) is None:
@@ -736,7 +506,8 @@ def rebuild_flash_attn(jobs: int, log_path: str | os.PathLike, python: str = sys
     commands = [[python, "-m", "pip", "uninstall", "-y", "flash-attn"],
                 [python, "-m", "pip", "install", "--no-cache-dir", "--no-build-isolation", "flash-attn"]]
     steps = []
-    with atomic_path(log_path) as tmp, open(tmp, "w") as log:
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:  # written as it goes, so that a build of hours can be followed
         for command in commands:
             shown = f"MAX_JOBS={jobs} {shlex.join(command)}"
             logger.info("running %s (output: %s)", shown, log_path)
@@ -751,12 +522,14 @@ def rebuild_flash_attn(jobs: int, log_path: str | os.PathLike, python: str = sys
     if failed:
         tail = Path(log_path).read_text(errors="replace")[-2000:]
         raise EnvironmentCheckError(
-            [f"`{failed[0]['command']}` exited with status {failed[0]['returncode']}; full log: {log_path}; "
-             f"its end:\n{tail}"], {"steps": steps})
-    settings = _settings({}, {})
-    torch_probe = run_probe("torch", {"device": "auto"}, python=python, env=env, timeout_s=timeout_s)
-    device = _choose_device(settings, torch_probe, {}, [], [])
+            [f"`{failed[0]['command']}` exited with status {failed[0]['returncode']}; full log: {log_path}. Fix what "
+             "its end below names (often: no CUDA compiler nvcc, or too little memory for MAX_JOBS compilers: give the "
+             "rule fewer threads), then rerun; or set environment.rebuild_flash_attn: false to run without flash-attn "
+             f"(attention falls back to sdpa). The log's end:\n{tail}"], {"steps": steps})
+    timeout = settings["probe_timeout_s"]
+    torch_probe = run_probe("torch", {"device": settings["device"]}, python=python, env=env, timeout_s=timeout)
+    device = _choose_device(settings, torch_probe, {}, [], [])  # problems with the device are check_environment's
     dtype = _choose_dtype(settings, device, _gpus(torch_probe), [])
     probe = run_probe("flash_attn", {"device": device, "dtype": dtype, "tolerance": TOLERANCE[dtype]},
-                      python=python, env=env, timeout_s=timeout_s)
+                      python=python, env=env, timeout_s=timeout)
     return {"steps": steps, "device": device, "dtype": dtype, "probe": probe}

@@ -48,7 +48,7 @@ from trajbench import io, metrics
 from trajbench.checkpoint_magvit import save_checkpoint
 from trajbench.logs import Progress
 from trajbench.modeling_magvit import MagvitConfig, MagvitTokenizer, lfq, to_model_range, to_uint8
-from trajbench.tokenize import autocast_context
+from trajbench.runtime import autocast
 
 RECONSTRUCTION_LOSSES = ("l1", "l2")
 INITS = ("pretrained", "random")
@@ -287,7 +287,7 @@ def train(
     arch = model.config
     _check_videos(videos, arch, config.batch_size)
     device = torch.device(device)
-    precision = autocast_context(device, dtype)  # refuses half precision on the CPU
+    precision = autocast(device, dtype)  # refuses half precision on the CPU
     amp_dtype = None if isinstance(precision, contextlib.nullcontext) else dtype
     precision_name = "float32" if amp_dtype is None else str(amp_dtype).removeprefix("torch.")
     fingerprint = _fingerprint(model, videos, config, device.type, precision_name)

@@ -26,6 +26,7 @@ import torch
 
 from trajbench.logs import Progress
 from trajbench.modeling_magvit import MagvitTokenizer, to_model_range, to_uint8
+from trajbench.runtime import autocast
 
 MODES = ("optimized", "reference")
 DTYPES = ("float16", "bfloat16", "float32", "auto")
@@ -185,7 +186,7 @@ def session(
         if unused:
             logger.info("reference mode runs float32, one clip per pass; not used: %s", ", ".join(unused))
         dtype, batch_size = torch.float32, 1
-    precision = autocast_context(device, dtype)
+    precision = autocast(device, dtype)
     if memory_format is None:
         memory_format = torch.channels_last_3d if compile else torch.contiguous_format
     model.to(device=device, memory_format=memory_format).eval()
@@ -255,13 +256,3 @@ def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.benchmark = previous
-
-
-def autocast_context(device: str | torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """Autocast in ``dtype`` on accelerators; float32 (no autocast) when ``dtype`` is float32 or on the CPU."""
-    device_type = torch.device(device).type
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    if device_type == "cpu":
-        raise ValueError(f"MagVit runs in float32 on the CPU; got dtype {dtype} (set runtime.dtype)")
-    return torch.autocast(device_type=device_type, dtype=dtype)

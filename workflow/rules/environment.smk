@@ -30,20 +30,22 @@ rule check_environment:
 
 
 # Opt-in (environment.rebuild_flash_attn): rebuilds flash-attn against the installed torch. Never runs otherwise.
+# No code_version param: editing trajbench must not trigger another build of hours; the environment is changed once.
 rule rebuild_flash_attn:
     output:
         json="results/env/flash_attn_rebuild.json",
-        log="results/env/flash_attn_build.log",
     log:
-        "logs/rebuild_flash_attn.log",
+        main="logs/rebuild_flash_attn.log",
+        build="logs/flash_attn_build.log",
     conda:
         "../../envs/torch.yaml"
     threads: 4
     resources:
-        gpu=1,
+        gpu=uses_gpu(),
         mem_mb=32000,
         runtime=120,
     params:
+        runtime=config["runtime"],
         environment=config["environment"],
     script:
         "../scripts/rebuild_flash_attn.py"

@@ -1,22 +1,22 @@
 import numpy as np
 
-from trajbench import environment, features, io, logs, render, weights
+from trajbench import features, io, logs, render, runtime, weights
 
 logger = logs.setup(snakemake.log[0])
 p = snakemake.params
 videos, table = render.load_dataset(snakemake.input.videos, snakemake.input.table)
-runtime = {}
+model_inputs = {}
 if "env" in snakemake.input.keys():
-    choice = environment.load_choice(snakemake.input.env)
+    choice = runtime.load_choice(snakemake.input.env)
     manifest = weights.verify(snakemake.input.manifest)  # a corrupt file stops the job before the model loads
-    runtime = dict(
+    model_inputs = dict(
         weights_dir=weights.local_path(manifest),
         device=choice.device,
         dtype=choice.dtype,
         attn_implementation=choice.attention,
     )
 if "tokens" in snakemake.input.keys():
-    runtime["tokens"] = np.load(snakemake.input.tokens, mmap_mode="r")
+    model_inputs["tokens"] = np.load(snakemake.input.tokens, mmap_mode="r")
 feats, meta = features.extract_features(
     p.family,
     snakemake.wildcards.init,
@@ -28,7 +28,7 @@ feats, meta = features.extract_features(
     seed=p.seed,
     logger=logger,
     clips=range(*p.clips),
-    **runtime,
+    **model_inputs,
 )
 io.save_npy(snakemake.output.features, feats)
 io.write_json(snakemake.output.meta, meta)

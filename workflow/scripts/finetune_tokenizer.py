@@ -1,15 +1,15 @@
-from trajbench import environment, finetune, logs, render, weights
+from trajbench import finetune, logs, render, runtime, weights
 from trajbench.checkpoint_magvit import load_checkpoint
 from trajbench.modeling_magvit import MagvitConfig, build_model, estimate_tflop
 
 logger = logs.setup(snakemake.log[0])
 p = snakemake.params
-choice = environment.load_choice(snakemake.input.env)
+choice = runtime.load_choice(snakemake.input.env)
 videos, _ = render.load_dataset(snakemake.input.videos, snakemake.input.table)
 architecture = MagvitConfig.from_dict(p.model_cfg.get("architecture", {}))
 config = finetune.FinetuneConfig.from_dict(p.finetune)  # also checks init_from
 frames, height, width = videos.shape[1:4]
-environment.check_cpu_budget(
+runtime.check_cpu_budget(
     choice.device,
     # A training step costs about three forward passes (forward, and backward twice that).
     3 * config.steps * config.batch_size * estimate_tflop(architecture, frames, height, width),

@@ -1,17 +1,17 @@
-from trajbench import environment, io, logs, render, weights
+from trajbench import io, logs, render, runtime, weights
 from trajbench.checkpoint_magvit import load_checkpoint
 from trajbench.modeling_magvit import MagvitConfig, build_model, estimate_tflop
 from trajbench.tokenize import autocast_dtype, tokenize_videos
 
 logger = logs.setup(snakemake.log[0])
 p = snakemake.params
-choice = environment.load_choice(snakemake.input.env)
+choice = runtime.load_choice(snakemake.input.env)
 videos, _ = render.load_dataset(snakemake.input.videos, snakemake.input.table)
 clips = range(*p.clips)
 logger.info("shard %s: clips %d..%d of %d", snakemake.wildcards.shard, clips.start, clips.stop - 1, len(videos))
 videos = videos[clips.start : clips.stop]
 config = MagvitConfig.from_dict(p.model_cfg.get("architecture", {}))
-environment.check_cpu_budget(
+runtime.check_cpu_budget(
     choice.device,
     len(videos) * estimate_tflop(config, videos.shape[1], videos.shape[2], videos.shape[3]),
     p.allow_slow_cpu,

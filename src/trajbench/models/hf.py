@@ -7,13 +7,13 @@ float32), on CPU always in float32 so that CPU runs give the same bytes every ti
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from trajbench.models.base import FeatureError, Run, even_indices, listing, map_batches
+from trajbench.runtime import autocast
 
 if TYPE_CHECKING:
     import torch
@@ -176,16 +176,12 @@ def embed(
     import torch
 
     shape: list[int] = []
-    autocast = (
-        torch.autocast(device_type="cuda", dtype=run.dtype)
-        if run.device.type == "cuda" and run.dtype != torch.float32
-        else contextlib.nullcontext()
-    )
+    precision = autocast(run.device, run.dtype)
 
     def batch(start: int, stop: int) -> np.ndarray:
         pixel_values = pixels(np.asarray(run.videos[start:stop]))
         shape[:] = pixel_values.shape
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), precision:
             return forward(pixel_values.to(run.device)).float().cpu().numpy()
 
     return map_batches(run, batch), shape
