@@ -7,6 +7,7 @@ names the key.
 
 from __future__ import annotations
 
+import zlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -18,6 +19,11 @@ from trajbench.models.base import TOKENIZER
 # Stand-in weights play the part of "pretrained": drawn with the random inits' seed they would be the same network
 # as "random", and every pretrained-vs-random difference would be exactly zero.
 STANDIN_SEED = 1_000_003
+
+
+def standin_seed(model: str) -> int:
+    """The seed of model ``model``'s stand-in: two entries of one family (two checkpoints) get different weights."""
+    return STANDIN_SEED + zlib.crc32(model.encode()) % 1_000_000
 
 
 class ConfigError(ValueError):
@@ -96,9 +102,9 @@ def check(config: dict) -> None:
                           "(its tokenize, fine-tuning and reconstruction stages); keep one")
     if any(m.get("standin") for m in models.values()):
         for key in ("tokenize", "features"):
-            if config[key]["random_seed"] == STANDIN_SEED:
-                raise ConfigError(f"{key}.random_seed={STANDIN_SEED} is the stand-in weights' seed: 'random' would "
-                                  "equal 'pretrained'; choose another seed")
+            if config[key]["random_seed"] in {standin_seed(m) for m in models if models[m].get("standin")}:
+                raise ConfigError(f"{key}.random_seed={config[key]['random_seed']} is a stand-in's seed: 'random' "
+                                  "would equal 'pretrained'; choose another seed")
 
     finetune = config["finetune"]
     if finetune["enabled"]:

@@ -13,7 +13,7 @@ rule make_standin_weights:
     params:
         family=lambda wc: FAMILY[wc.model].name,
         architecture=lambda wc: config["models"][wc.model].get("architecture", {}),
-        seed=tb_config.STANDIN_SEED,
+        seed=lambda wc: tb_config.standin_seed(wc.model),
         code=code_version("make_standin_weights"),
     script:
         "../scripts/make_standin_weights.py"
