@@ -8,7 +8,7 @@ run as ``trajbench.features`` runs them: float32 weights under autocast in ``--d
 of 8 frames per clip).
 
 Inputs are real preprocessed clips: synthetic trajectory videos rendered as in config/config.yaml (17 x 128 x 128),
-frames sampled with ``features.even_indices`` and passed through the model's default image processor
+frames sampled with ``trajbench.models.base.even_indices`` and passed through the model's default image processor
 (``VideoMAEImageProcessor`` / ``CLIPImageProcessor``, loaded back through ``AutoImageProcessor`` as the workflow
 does). That CPU preprocessing is timed apart ("processor" rows): in the workflow it runs batch by batch before
 every forward pass.
@@ -42,11 +42,11 @@ from magvit_gpu import (
     render_clips,
 )
 from trajbench import io
-from trajbench.features import even_indices
+from trajbench.models.base import even_indices
 
 IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
-CLIP_FRAMES = 8  # features.clip.frames default
-PROCESSOR_ARGS = {"return_tensors": "pt", "input_data_format": "channels_last"}  # as trajbench.features
+CLIP_FRAMES = 8  # the clip family's default frames
+PROCESSOR_ARGS = {"return_tensors": "pt", "input_data_format": "channels_last"}  # as trajbench.models.hf
 QUICK_VIDEOMAE = dict(image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=32, num_hidden_layers=2,
                       num_attention_heads=2, intermediate_size=64)
 QUICK_CLIP = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

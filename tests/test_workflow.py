@@ -20,7 +20,7 @@ EXPECTED_RULES = {
     "render_videos",
     "tokenize",
     "reconstruction_metrics",
-    "extract_features",
+    "extract_all_features",
     "probe",
     "compare",
     "summary",
@@ -48,9 +48,10 @@ def test_dry_run_lists_the_dag(configfile, extra, tokenize, features, finetune, 
     counts = job_counts(out)
     assert EXPECTED_RULES <= set(counts), set(counts)
     assert counts["download_weights"] == 6  # one per model with weights
-    assert counts["tokenize"] == tokenize and counts["extract_features"] == features
+    assert counts["tokenize"] == tokenize and counts["extract_all_features"] == features
     assert counts.get("finetune_tokenizer", 0) == finetune == counts.get("render_training_videos", 0)
-    assert counts["probe"] == counts["merge_features"] == features  # one feature shard per model and init here
+    # features.shards is 1: one job per model and init, nothing to merge
+    assert counts["probe"] == features and "merge_features" not in counts and "extract_features" not in counts
 
 
 def test_lint_is_clean():
@@ -137,6 +138,11 @@ def test_demo_produces_summary_tables_figures(demo):
         pre = np.load(demo / f"results/features/{model}/pretrained.npy")
         rnd = np.load(demo / f"results/features/{model}/random.npy")
         assert pre.shape == rnd.shape and not np.allclose(pre, rnd), model
+    # Two checkpoints of one family are two networks (their own stand-in seeds), reported in their own rows.
+    k400 = np.load(demo / "results/features/videomae_k400/pretrained.npy")
+    assert not np.allclose(k400, np.load(demo / "results/features/videomae/pretrained.npy"))
+    meta = json.loads((demo / "results/features/videomae_k400/pretrained.json").read_text())
+    assert meta["family"] == "videomae" and meta["checkpoint_kind"] == "VideoMAEForVideoClassification"
     tokens = np.load(demo / "results/magvit/pretrained/tokens.npy")
     videos = np.load(demo / "results/data/videos.npy", mmap_mode="r")
     assert tokens.dtype == np.int32 and tokens.shape == (len(videos), 3, 4, 4)  # 9x32x32 frames, 4x8x8 compression
@@ -190,13 +196,13 @@ def test_rerun_redoes_only_what_changed(demo):
     assert _rerun_plan(demo, "probe:\n  seed: 1\n") == {"probe": 15, "compare": 1, "summary": 1, "all": 1}
     # The dataset: everything after rendering, but not the environment check or the weights.
     plan = _rerun_plan(demo, "dataset:\n  seed: 1\n")
-    assert plan["render_videos"] == 2 and plan["tokenize"] == 6 and plan["extract_features"] == 15  # 2 shards x 3
+    assert plan["render_videos"] == 2 and plan["tokenize"] == 6 and plan["extract_all_features"] == 15
     # Not the environment check, the weights, nor the fine-tuning (its own clips, rendered with its own seed).
     assert not {"check_environment", "download_weights", "make_standin_weights", "render_training_videos",
                 "finetune_tokenizer"} & set(plan)
     # One model's weights: only that model's branch.
     plan = _rerun_plan(demo, "models:\n  clip:\n    architecture:\n      projection_dim: 8\n")
-    assert plan == {"make_standin_weights": 1, "download_weights": 1, "extract_features": 2, "merge_features": 2,
+    assert plan == {"make_standin_weights": 1, "download_weights": 1, "extract_all_features": 2,
                     "probe": 2, "compare": 1, "summary": 1, "all": 1}
 
 
@@ -210,9 +216,9 @@ def test_flipped_byte_in_weights_stops_the_stage_that_loads_them(demo, tmp_path)
     proc = snakemake("--cores", "1", "--configfile", "config/demo.yaml", "-f", "results/features/clip/pretrained.npy",
                      cwd=work, check=False)
     assert proc.returncode != 0
-    log = (work / "logs/extract_features/clip/pretrained/0.log").read_text()
+    log = (work / "logs/extract_features/clip/pretrained.log").read_text()
     assert "model.safetensors" in log and "sha256" in log and "rerun download_weights" in log
-    assert not (work / "results/features/clip/pretrained/shards/0/features.npy").exists()  # nothing written
+    assert not (work / "results/features/clip/pretrained.npy").exists()  # nothing written
 
 
 def test_real_config_resolves_all_three_repositories_offline(tmp_path):
@@ -274,7 +280,7 @@ def test_broken_flash_attn_falls_back_and_the_models_still_run(demo, tmp_path):
     flash = report["probes"]["flash_attn"]
     assert flash["class"] == "flash_attn_abi" and "--no-build-isolation" in flash["remedy"]
     assert report["choice"]["attention"] == "sdpa" and report["choice"]["hidden_modules"] == ["flash_attn"]
-    assert "hidden from this job" in (work / "logs/extract_features/clip/pretrained/0.log").read_text()
+    assert "hidden from this job" in (work / "logs/extract_features/clip/pretrained.log").read_text()
 
 
 # --- faults: kill and resume, concurrent runs ------------------------------------------------------------------------
@@ -310,7 +316,7 @@ def test_killed_runs_resume_to_the_same_results(demo, tmp_path):
     import time
 
     work = copy_workflow(tmp_path / "work", source=demo)  # the very code of the reference run
-    for stage_log in ("logs/render_videos/*.log", "logs/tokenize/*/*.log", "logs/extract_features/*/*/*.log",
+    for stage_log in ("logs/render_videos/*.log", "logs/tokenize/*/*.log", "logs/extract_features/*/*.log",
                       "logs/probe/*/*.log"):
         proc = _start(work)
         _wait_for(stage_log, work, proc)
@@ -401,3 +407,18 @@ def test_a_key_sorted_copy_of_the_config_reruns_nothing(demo, tmp_path):
         (ROOT / "config/demo.yaml").read_text())
     assert _rerun_plan(work, "{}\n") == {}
     assert _rerun_plan(work, "probe:\n  seed: 1\n")["probe"] == 15  # a changed value still reruns
+
+
+@pytest.mark.slow
+def test_the_same_bytes_for_any_cores(demo, tmp_path):
+    """The demo ran with --cores 2; fine-tuning and a probe forced again with --cores 1 write the same bytes (torch
+    computes on the CPU in a fixed thread count, trajbench.runtime.cpu_threads)."""
+    work = tmp_path / "demo"
+    shutil.copytree(demo, work, symlinks=True)
+    outputs = ["results/finetune/magvit/model.ckpt", "results/probes/oracle/none.json",
+               "results/probes/magvit/random.json"]
+    before = {name: (work / name).read_bytes() for name in outputs}
+    snakemake("--cores", "1", "--configfile=config/demo.yaml", "--force", *outputs, cwd=work)
+    for name in outputs:
+        assert (work / name).stat().st_mtime > (demo / name).stat().st_mtime, f"{name} was not rebuilt"
+        assert (work / name).read_bytes() == before[name], name

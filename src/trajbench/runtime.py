@@ -101,6 +101,29 @@ def autocast(device: "str | torch.device", dtype: "torch.dtype") -> contextlib.A
     return torch.autocast(device_type=device_type, dtype=dtype)
 
 
+CPU_THREADS = 1
+
+
+@contextlib.contextmanager
+def cpu_threads(device: "str | torch.device"):
+    """Compute on the CPU in `CPU_THREADS` threads, whatever the job's thread count.
+
+    Snakemake gives a job as many threads as ``--cores`` allows, and torch's CPU kernels split their sums by thread
+    count: the same config would give other bytes under another ``--cores``. On accelerators nothing changes.
+    """
+    import torch
+
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def check_cpu_budget(device: Any, tflop_total: float, allow_slow_cpu: bool, what: str, *,
                      cpu_tflops: float | None = None, max_cpu_seconds: float = DEFAULT_MAX_CPU_SECONDS) -> float | None:
     """Estimated CPU seconds for ``tflop_total`` TFLOP of work ``what``; None on a GPU, where no budget applies.

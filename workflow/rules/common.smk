@@ -214,11 +214,24 @@ def dataset_mb():
     return clips_mb(N_CLIPS)
 
 
-def shard_size(stage, wildcards):
-    start, stop = shard_clips(
-        stage, wildcards.shard, getattr(wildcards, "model", TOKENIZER)
+def job_clips(stage, wildcards):
+    """[start, stop) of a job's clips: its shard's, or all clips for a job of an unsplit stage (no shard)."""
+    return shard_clips(
+        stage,
+        getattr(wildcards, "shard", 0),
+        getattr(wildcards, "model", TOKENIZER),
     )
+
+
+def shard_size(stage, wildcards):
+    start, stop = job_clips(stage, wildcards)
     return stop - start
+
+
+def feature_models(split):
+    """A regex of the models whose feature extraction is (split=True) or is not split into shards."""
+    names = [m for m in MODELS if (stage_shards("features", m) > 1) == split]
+    return "|".join(names) or "(?!)"  # (?!) matches nothing
 
 
 def magvit_minutes(passes, overhead=20):

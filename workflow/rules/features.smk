@@ -1,9 +1,14 @@
+# A shard of a model's features, where features.shards splits them (the networks); merge_features joins them.
 rule extract_features:
     input:
         unpack(feature_inputs),
     output:
-        features=temp("results/features/{model}/{init}/shards/{shard}/features.npy"),
-        meta=temp("results/features/{model}/{init}/shards/{shard}/features.json"),
+        features=temp(
+            f"results/features/{{model,{feature_models(True)}}}/{{init}}/shards/{{shard}}/features.npy"
+        ),
+        meta=temp(
+            f"results/features/{{model,{feature_models(True)}}}/{{init}}/shards/{{shard}}/features.json"
+        ),
     log:
         "logs/extract_features/{model}/{init}/{shard}.log",
     benchmark:
@@ -18,13 +23,24 @@ rule extract_features:
         runtime=lambda wc: feature_minutes(shard_size("features", wc)),
     params:
         family=lambda wc: FAMILY[wc.model].name,
-        clips=lambda wc: shard_clips("features", wc.shard, wc.model),
+        clips=lambda wc: job_clips("features", wc),
         options=lambda wc: feature_options(wc.model),
         batch_size=config["features"]["batch_size"],
         seed=config["features"]["random_seed"],
         code=code_version("extract_features"),
     script:
         "../scripts/extract_features.py"
+
+
+# The whole of a model's features in one job where they are not split: no shards, nothing to merge.
+use rule extract_features as extract_all_features with:
+    output:
+        features=f"results/features/{{model,{feature_models(False)}}}/{{init}}.npy",
+        meta=f"results/features/{{model,{feature_models(False)}}}/{{init}}.json",
+    log:
+        "logs/extract_features/{model}/{init}.log",
+    benchmark:
+        "results/benchmarks/extract_features/{model}/{init}.tsv"
 
 
 rule merge_features:
@@ -40,8 +56,8 @@ rule merge_features:
             **wc,
         ),
     output:
-        features="results/features/{model}/{init}.npy",
-        meta="results/features/{model}/{init}.json",
+        features=f"results/features/{{model,{feature_models(True)}}}/{{init}}.npy",
+        meta=f"results/features/{{model,{feature_models(True)}}}/{{init}}.json",
     log:
         "logs/merge_features/{model}/{init}.log",
     conda:

@@ -37,7 +37,7 @@ rule finetune_tokenizer:
         "results/benchmarks/finetune_tokenizer.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 1 + uses_gpu()
     resources:
         gpu=uses_gpu(),
         mem_mb=lambda wc: 8000 + 2 * clips_mb(TRAIN_CLIPS),

@@ -17,18 +17,19 @@ if "env" in snakemake.input.keys():
     )
 if "tokens" in snakemake.input.keys():
     model_inputs["tokens"] = np.load(snakemake.input.tokens, mmap_mode="r")
-feats, meta = features.extract_features(
-    p.family,
-    snakemake.wildcards.init,
-    videos,
-    table,
-    p.options,
-    model_name=snakemake.wildcards.model,
-    batch_size=p.batch_size,
-    seed=p.seed,
-    logger=logger,
-    clips=range(*p.clips),
-    **model_inputs,
-)
+with runtime.cpu_threads(model_inputs.get("device", "cpu")):
+    feats, meta = features.extract_features(
+        p.family,
+        snakemake.wildcards.init,
+        videos,
+        table,
+        p.options,
+        model_name=snakemake.wildcards.model,
+        batch_size=p.batch_size,
+        seed=p.seed,
+        logger=logger,
+        clips=range(*p.clips),
+        **model_inputs,
+    )
 io.save_npy(snakemake.output.features, feats)
 io.write_json(snakemake.output.meta, meta)

@@ -22,9 +22,10 @@ if init_from == "pretrained":
     model = load_checkpoint(weights.local_path(manifest), architecture, weights=p.tokenize["weights"])
 else:  # the same random init as the `random` baseline, so that fine-tuned and random compare
     model = build_model(architecture, seed=p.tokenize["random_seed"])
-result = finetune.train(
-    model, videos, config, device=choice.device, dtype=choice.dtype, state_path=p.state, logger=logger
-)
+with runtime.cpu_threads(choice.device):
+    result = finetune.train(
+        model, videos, config, device=choice.device, dtype=choice.dtype, state_path=p.state, logger=logger
+    )
 finetune.write_outputs(
     result,
     checkpoint=snakemake.output.checkpoint,

@@ -25,17 +25,18 @@ elif snakemake.wildcards.init == "finetuned":
 else:
     model = build_model(config, seed=p.tokenize["random_seed"])
 dtype = autocast_dtype(p.tokenize["dtype"], choice.device, choice.dtype)
-indices, reconstructions = tokenize_videos(
-    model,
-    videos,
-    batch_size=p.tokenize["batch_size"],
-    device=choice.device,
-    dtype=dtype,
-    window=p.tokenize["window"],
-    logger=logger,
-    mode=p.tokenize["mode"],
-    compile=p.tokenize["compile"],
-)
+with runtime.cpu_threads(choice.device):
+    indices, reconstructions = tokenize_videos(
+        model,
+        videos,
+        batch_size=p.tokenize["batch_size"],
+        device=choice.device,
+        dtype=dtype,
+        window=p.tokenize["window"],
+        logger=logger,
+        mode=p.tokenize["mode"],
+        compile=p.tokenize["compile"],
+    )
 io.save_npy(snakemake.output.tokens, indices)
 io.save_npy(snakemake.output.reconstructions, reconstructions)
 io.write_json(
