@@ -17,13 +17,14 @@ def root() -> Path:
     return ROOT
 
 
-def snakemake(*args, cwd=ROOT, check=True, timeout=600):
+def snakemake(*args, cwd=ROOT, check=True, timeout=600, env=None):
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
