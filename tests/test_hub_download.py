@@ -250,10 +250,13 @@ def _outputs(work: Path, proc) -> str:
 
 def test_gated_and_forbidden_repositories_name_hf_token_and_never_show_it(hub, project):
     hub.faults.gated.add(CLIP)
-    hub.faults.forbidden.add(VIDEOMAE)  # its 403 message echoes the Authorization header
-    proc = download(project, hub.url, "videomae", "clip", check=False, HF_TOKEN=TOKEN)
+    hub.faults.forbidden |= {VIDEOMAE, MAGVIT}  # their 403 message echoes the Authorization header
+    proc = download(project, hub.url, "magvit", "videomae", "clip", check=False, HF_TOKEN=TOKEN)
     assert proc.returncode != 0
     clip_log, videomae_log = job_log(project, "clip"), job_log(project, "videomae")
+    # refused on the file (magvit) or on the listing (videomae)
+    assert f"{MAGVIT}@main file '{CKPT}' (model magvit): access refused: HF_TOKEN is set" in job_log(project, "magvit")
+    assert "Forbidden for Bearer ***" in job_log(project, "magvit")
     assert f"{CLIP} (model clip) is gated: HF_TOKEN is set, but its account has no access" in clip_log
     assert f"https://huggingface.co/{CLIP}" in clip_log
     assert f"{VIDEOMAE}@main (model videomae): access refused: HF_TOKEN is set" in videomae_log

@@ -251,7 +251,7 @@ def _resolve_hub(
     else:
         with _hub_errors(model_name, repo_id, revision, None, cache, offline, token):
             if offline:
-                repo_files = _cached_repo_files(repo_id, revision, cache)
+                repo_files = _cached_repo_files(repo_id, revision, cache)[1]
             else:
                 info = HfApi().model_info(repo_id, revision=revision, token=token)
                 listed_commit, repo_files = info.sha, [s.rfilename for s in info.siblings]
@@ -291,15 +291,15 @@ def _resolve_hub(
     return commits.pop(), paths
 
 
-def _cached_repo_files(repo_id: str, revision: str, cache: Path) -> list[str]:
-    """The files of ``repo_id`` at ``revision`` present in the cache (refs/<revision> names the snapshot)."""
+def _cached_repo_files(repo_id: str, revision: str, cache: Path) -> tuple[str, list[str]]:
+    """(commit, files) of ``repo_id`` at ``revision`` present in the cache (refs/<revision> names the snapshot)."""
     folder = repo_cache_folder(cache, repo_id)
     ref = folder / "refs" / revision
     commit = revision if _COMMIT.fullmatch(revision) else (ref.read_text().strip() if ref.is_file() else None)
     snapshot = folder / "snapshots" / commit if commit else None
     if snapshot is None or not snapshot.is_dir():
         raise LocalEntryNotFoundError(f"no cached snapshot of {repo_id}@{revision} in {cache}")
-    return [p.relative_to(snapshot).as_posix() for p in sorted(snapshot.rglob("*")) if p.is_file()]
+    return commit, [p.relative_to(snapshot).as_posix() for p in sorted(snapshot.rglob("*")) if p.is_file()]
 
 
 @contextlib.contextmanager
@@ -381,13 +381,10 @@ def _http_status(err: BaseException | None) -> int | None:
 def _cached_snapshot(repo_id: str, revision: str, name: str | None, cache: Path) -> str | None:
     """The commit of ``revision`` when the cache holds its snapshot (and the file ``name`` in it), else None."""
     try:
-        files = _cached_repo_files(repo_id, revision, cache)
+        commit, files = _cached_repo_files(repo_id, revision, cache)
     except LocalEntryNotFoundError:
         return None
-    if name is not None and name not in files:
-        return None
-    folder = repo_cache_folder(cache, repo_id)
-    return revision if _COMMIT.fullmatch(revision) else (folder / "refs" / revision).read_text().strip()
+    return commit if name is None or name in files else None
 
 
 def _redact(err: BaseException | None, token: str | bool) -> str:
