@@ -97,7 +97,7 @@ class Hub:
 
     # ---------------------------------------------------------------------------------------------- serving
 
-    def start(self) -> "Hub":
+    def start(self) -> Hub:
         for kind in ("hub", "cdn"):
             server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
             server.daemon_threads = True

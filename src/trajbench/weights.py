@@ -41,9 +41,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Self
 
 import filelock
 from huggingface_hub import HfApi, constants, hf_hub_download
@@ -413,7 +414,7 @@ class _DownloadLog:
         self.logger.info("%s: %.1f%s MB (%.1f MB/s)", self.what, self.done / 1e6, total, rate / 1e6)
         self.last = now
 
-    def __enter__(self) -> "_DownloadLog":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
