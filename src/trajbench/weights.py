@@ -24,25 +24,31 @@ Integrity, three ways:
    from the lockfile (or the whole file) and rerun download_weights;
 3. the manifest written per model, which :func:`verify` re-hashes before any stage loads the model.
 
-Interrupted downloads: huggingface_hub writes ``blobs/<etag>.incomplete`` and renames it only when complete, and the
-snapshot link is created after that, so a killed download never leaves a file under its final name; a rerun
-resumes it. The manifest and lockfile are written atomically through :mod:`trajbench.io`.
+Interrupted downloads: huggingface_hub downloads into a temporary ``blobs/<etag>.<id>.incomplete`` file, resumes it
+with HTTP Range requests when the connection breaks (a few times), renames it only when complete and links the
+snapshot after that, so a broken download never leaves a file under its final name (a rerun starts that file over).
+A blob whose content does not match its hub hash is removed from the cache, so a rerun downloads it anew. The
+manifest and lockfile are written atomically through :mod:`trajbench.io`. Downloads log bytes and rate to the job log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
+import time
+from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Self
 
 import filelock
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub import utils as hf_utils
 from huggingface_hub.utils import (
     EntryNotFoundError,
     GatedRepoError,
@@ -67,6 +73,9 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # torch pickles that transformers only needs when a folder has no safetensors
 _BIN_WEIGHTS = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
+# broken connections of huggingface_hub's HTTP client: requests' (before 1.0) are OSErrors, httpx's are not
+_TRANSPORT_ERRORS = (OSError, *((hf_utils.httpx.TransportError,) if hasattr(hf_utils, "httpx") else ()))
+DOWNLOAD_LOG_EVERY_S = 3.0
 
 
 class WeightsError(RuntimeError):
@@ -243,7 +252,7 @@ def _resolve_hub(
     else:
         with _hub_errors(model_name, repo_id, revision, None, cache, offline, token):
             if offline:
-                repo_files = _cached_repo_files(repo_id, revision, cache)
+                repo_files = _cached_repo_files(repo_id, revision, cache)[1]
             else:
                 info = HfApi().model_info(repo_id, revision=revision, token=token)
                 listed_commit, repo_files = info.sha, [s.rfilename for s in info.siblings]
@@ -269,6 +278,7 @@ def _resolve_hub(
                     cache_dir=str(cache),
                     local_files_only=offline,
                     token=token,
+                    tqdm_class=functools.partial(_DownloadLog, logger, model_name, name),
                 )
             ).absolute()
         snapshot = path.parents[len(PurePosixPath(name).parts) - 1]
@@ -282,15 +292,15 @@ def _resolve_hub(
     return commits.pop(), paths
 
 
-def _cached_repo_files(repo_id: str, revision: str, cache: Path) -> list[str]:
-    """The files of ``repo_id`` at ``revision`` present in the cache (refs/<revision> names the snapshot)."""
+def _cached_repo_files(repo_id: str, revision: str, cache: Path) -> tuple[str, list[str]]:
+    """(commit, files) of ``repo_id`` at ``revision`` present in the cache (refs/<revision> names the snapshot)."""
     folder = repo_cache_folder(cache, repo_id)
     ref = folder / "refs" / revision
     commit = revision if _COMMIT.fullmatch(revision) else (ref.read_text().strip() if ref.is_file() else None)
     snapshot = folder / "snapshots" / commit if commit else None
     if snapshot is None or not snapshot.is_dir():
         raise LocalEntryNotFoundError(f"no cached snapshot of {repo_id}@{revision} in {cache}")
-    return [p.relative_to(snapshot).as_posix() for p in sorted(snapshot.rglob("*")) if p.is_file()]
+    return commit, [p.relative_to(snapshot).as_posix() for p in sorted(snapshot.rglob("*")) if p.is_file()]
 
 
 @contextlib.contextmanager
@@ -299,49 +309,116 @@ def _hub_errors(
 ) -> Iterator[None]:
     """Turn huggingface_hub's exceptions into a WeightsError that says what to do (token redacted)."""
     what = f"{repo_id}@{revision}" + (f" file {name!r}" if name else "")
+    local_way = f"or download the files yourself and set models.{model_name}: {{source: local, path: <file or folder>}}"
     try:
         yield
-    except LocalEntryNotFoundError as err:
-        why = (
-            "offline mode is on (weights.offline or HF_HUB_OFFLINE=1)"
-            if offline
-            else f"the hub could not be reached ({_redact(err, token)})"
-        )
+    except GatedRepoError as err:
+        raise WeightsError(f"{repo_id} (model {model_name}) is gated: {_token_advice(repo_id, token, err)}") from None
+    except RepositoryNotFoundError as err:
         raise WeightsError(
-            f"{what} (model {model_name}) is not in the cache {cache} and {why}. Either run download_weights once "
-            f"with network access (weights.offline: false, HF_HUB_OFFLINE unset), or download the file yourself and "
-            f"set models.{model_name}: {{source: local, path: <file or folder>}}"
-        ) from None
-    except GatedRepoError:
-        raise WeightsError(
-            f"{repo_id} (model {model_name}) is gated: accept its conditions at https://huggingface.co/{repo_id} and "
-            "export HF_TOKEN with a read token of that account"
-        ) from None
-    except RepositoryNotFoundError:
-        raise WeightsError(
-            f"{repo_id} (model {model_name}) was not found on the hub (or is private): check models.{model_name}."
-            "repo_id, or export HF_TOKEN with access to it"
+            f"repository {repo_id} (model {model_name}) was not found on the hub, or is private "
+            f"({_redact(err, token)}): check models.{model_name}.repo_id, or export HF_TOKEN with access to it"
         ) from None
     except RevisionNotFoundError:
         raise WeightsError(
             f"revision {revision!r} of {repo_id} (model {model_name}) does not exist: check "
             f"models.{model_name}.revision (or the commit in the lockfile)"
         ) from None
+    except LocalEntryNotFoundError as err:
+        cause = err.__cause__
+        if not offline and _http_status(cause) in (401, 403):
+            raise WeightsError(
+                f"{what} (model {model_name}): access refused: {_token_advice(repo_id, token, cause)}"
+            ) from None
+        why = (
+            "offline mode is on (weights.offline or HF_HUB_OFFLINE=1)"
+            if offline
+            else f"the hub at {constants.ENDPOINT} could not be reached ({_redact(cause or err, token)})"
+        )
+        raise WeightsError(
+            f"{what} (model {model_name}) is not in the cache {cache} and {why}. Either run download_weights once "
+            f"with network access (weights.offline: false, HF_HUB_OFFLINE unset), {local_way}"
+        ) from None
     except EntryNotFoundError:
         raise WeightsError(
             f"{what} (model {model_name}) does not exist in the repo: check models.{model_name}.filename / "
             "allow_patterns"
         ) from None
-    except (HfHubHTTPError, OSError) as err:
+    except HfHubHTTPError as err:
+        if _http_status(err) in (401, 403):
+            raise WeightsError(
+                f"{what} (model {model_name}): access refused: {_token_advice(repo_id, token, err)}"
+            ) from None
         raise WeightsError(
-            f"downloading {what} (model {model_name}) failed: {_redact(err, token)}. Rerun download_weights (it "
-            f"resumes), or set models.{model_name}: {{source: local, path: ...}}"
+            f"downloading {what} (model {model_name}) failed: {_redact(err, token)}. Rerun download_weights, "
+            f"{local_way}"
+        ) from None
+    except _TRANSPORT_ERRORS as err:
+        cached = _cached_snapshot(repo_id, revision, name, cache)
+        way_out = (
+            f"The cache {cache} holds {repo_id}@{revision} (commit {cached}): to use it without the hub, set "
+            "HF_HUB_OFFLINE=1 (or weights.offline: true)"
+            if cached
+            else f"Check the network and rerun download_weights (no partial file is kept), {local_way}"
+        )
+        raise WeightsError(
+            f"downloading {what} (model {model_name}) from {constants.ENDPOINT} failed ({_redact(err, token)}). "
+            f"{way_out}"
         ) from None
 
 
-def _redact(err: BaseException, token: str | bool) -> str:
-    text = f"{type(err).__name__}: {err}"
+def _token_advice(repo_id: str, token: str | bool, err: BaseException | None) -> str:
+    sent = "HF_TOKEN is set, but its account has no access" if token else "HF_TOKEN is not set"
+    return (
+        f"{sent} ({_redact(err, token)}). Accept the repository's conditions at https://huggingface.co/{repo_id} "
+        "and export HF_TOKEN with a read token of that account"
+    )
+
+
+def _http_status(err: BaseException | None) -> int | None:
+    return getattr(getattr(err, "response", None), "status_code", None)
+
+
+def _cached_snapshot(repo_id: str, revision: str, name: str | None, cache: Path) -> str | None:
+    """The commit of ``revision`` when the cache holds its snapshot (and the file ``name`` in it), else None."""
+    try:
+        commit, files = _cached_repo_files(repo_id, revision, cache)
+    except LocalEntryNotFoundError:
+        return None
+    return commit if name is None or name in files else None
+
+
+def _redact(err: BaseException | None, token: str | bool) -> str:
+    text = f"{type(err).__name__}: {err}".replace("\n", " ")
     return text.replace(token, "***") if isinstance(token, str) else text
+
+
+class _DownloadLog:
+    """Takes the place of huggingface_hub's tqdm bar, which draws on stderr only: logs a file's bytes and rate to the
+    job log, at most every ``DOWNLOAD_LOG_EVERY_S`` seconds and when done."""
+
+    def __init__(self, logger: logging.Logger, model_name: str, name: str, *, total=None, initial=0, **_):
+        self.logger, self.what, self.total = logger, f"{model_name}: downloading {name}", total
+        self.start_bytes = self.done = initial
+        self.start = self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if time.perf_counter() - self.last >= DOWNLOAD_LOG_EVERY_S:
+            self._log()
+
+    def _log(self) -> None:
+        now = time.perf_counter()
+        rate = (self.done - self.start_bytes) / max(now - self.start, 1e-9)
+        total = f"/{self.total / 1e6:.1f}" if self.total else ""
+        self.logger.info("%s: %.1f%s MB (%.1f MB/s)", self.what, self.done / 1e6, total, rate / 1e6)
+        self.last = now
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._log()
 
 
 # ------------------------------------------------------------------------------------------------ hashing
@@ -380,9 +457,16 @@ def _check_hub_hash(model_name: str, name: str, path: Path, sha256: str, size: i
     else:
         return
     if actual != expected:
+        # a bad blob must not stay in the cache under its hash, where it would pass as valid: the rerun fetches it anew
+        try:
+            path.unlink()
+            blob.unlink()
+            remedy = f"Removed {blob} from the cache; rerun download_weights to download it again"
+        except OSError:
+            remedy = f"Delete {blob} and {path}, then rerun download_weights"
         raise WeightsError(
             f"model {model_name}: {name} ({path}) has {kind} {actual} ({size} bytes) but the hub recorded {expected}: "
-            f"the cached copy is corrupted or truncated. Delete {blob} and {path}, then rerun download_weights"
+            f"the downloaded or cached copy is corrupted or truncated. {remedy}"
         )
 
 
