@@ -429,3 +429,26 @@ def test_a_finetuned_videomae_checkpoint_loads_its_encoder_and_says_what_it_is(v
     pretraining = videomae.write_standin(tmp_path / "pt", {}, seed=5)
     _, meta = extract_features("videomae", "pretrained", videos[:2], labels[:2], {}, weights_dir=pretraining)
     assert meta["checkpoint_kind"] == "VideoMAEForPreTraining"
+
+
+@pytest.mark.parametrize("family", ["videomae", "clip"])
+def test_random_init_is_one_network_whatever_the_attention(family, tmp_path):
+    """The seeded random init gives the same weights in eager and sdpa attention (before transformers 4.50 the two
+    drew their weights in different orders)."""
+    from transformers import CLIPVisionModelWithProjection, VideoMAEModel
+
+    from trajbench.models import hf, registry
+
+    folder = registry.get(family).write_standin(tmp_path / family, {}, seed=0)
+    config = hf.config(type("R", (), {"weights_dir": folder, "model_name": family})())
+    model_cls = VideoMAEModel
+    if family == "clip":
+        config, model_cls = config.vision_config, CLIPVisionModelWithProjection
+    eager = hf.random_init(model_cls, config, 7, "eager").state_dict()
+    sdpa = hf.random_init(model_cls, config, 7, "sdpa")
+    assert sdpa.config._attn_implementation == "sdpa"
+    assert eager.keys() == sdpa.state_dict().keys()
+    for key, value in sdpa.state_dict().items():
+        assert torch.equal(value, eager[key]), key
+    other = hf.random_init(model_cls, config, 8, "sdpa").state_dict()
+    assert any(not torch.equal(value, other[key]) for key, value in eager.items() if value.is_floating_point())

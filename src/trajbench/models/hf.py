@@ -59,12 +59,7 @@ def load(model_cls, model_config, run: Run) -> tuple[torch.nn.Module, dict]:
     what = f"{model_cls.__name__} ({run.init}, attention {run.attn_implementation}) from {run.weights_dir}"
     try:
         if run.init == "random":
-            # transformers' own _init_weights under a private RNG stream: deterministic, global RNG untouched.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(run.seed)
-                model = model_cls._from_config(
-                    model_config, attn_implementation=run.attn_implementation, **{_dtype_keyword(): torch.float32}
-                )
+            model = random_init(model_cls, model_config, run.seed, run.attn_implementation)
             info = None
         else:
             model, info = model_cls.from_pretrained(
@@ -82,6 +77,26 @@ def load(model_cls, model_config, run: Run) -> tuple[torch.nn.Module, dict]:
     meta["attn_implementation"] = model.config._attn_implementation
     run.logger.info("loaded %s", what)
     return model, meta
+
+
+def random_init(model_cls, model_config, seed: int, attn_implementation: str) -> torch.nn.Module:
+    """transformers' own _init_weights after ``torch.manual_seed(seed)``, drawn in eager attention and loaded into
+    the model with ``attn_implementation``: one network whatever the attention, since before transformers 4.50 the
+    attention classes drew their weights in different orders. A private RNG stream leaves the global one untouched.
+    """
+    import torch
+
+    def build(attention: str) -> torch.nn.Module:
+        return model_cls._from_config(model_config, attn_implementation=attention, **{_dtype_keyword(): torch.float32})
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        drawn = build("eager")
+    if attn_implementation == "eager":
+        return drawn
+    model = build(attn_implementation)
+    model.load_state_dict(drawn.state_dict(), strict=True)
+    return model
 
 
 def _dtype_keyword() -> str:
