@@ -13,15 +13,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/environment.smk"
 include: "workflow/rules/weights.smk"
 include: "workflow/rules/data.smk"
-
-
-# The tokenizer's stages (tokenize, reconstruction, fine-tuning), where the config has a tokenizer.
-if TOKENIZER:
-
-    include: "workflow/rules/tokenize.smk"
-    include: "workflow/rules/finetune.smk"
-
-
+include: "workflow/rules/tokenize.smk"
+include: "workflow/rules/finetune.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/report.smk"

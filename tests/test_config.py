@@ -88,7 +88,8 @@ def test_schema_errors_name_the_problem(root, path, value, message):
          r"models.clip.options: unknown option\(s\) \['frame'\] for family clip"),
         (lambda c: c["models"].update(features={"family": "pixels", "source": "none"}),
          "models.features: the name 'features' is a results/ folder"),
-        (lambda c: c["models"].update(magvit2=dict(c["models"]["magvit"])), r"models \['magvit', 'magvit2'\] are all"),
+        (lambda c: c["models"].update(magvit2=dict(c["models"]["magvit"])), r"models: \['magvit', 'magvit2'\] of a tokenizer family \['magvit'\]; the workflow runs exactly one"),
+        (lambda c: c["models"].pop("magvit"), r"models: no model of a tokenizer family"),
         (lambda c: c["models"]["videomae_k400"].update(source="none"), "models.videomae_k400.source is 'none' but "
                                                                        "family videomae needs weights"),
     ],

@@ -97,9 +97,10 @@ def check(config: dict) -> None:
     models = config["models"]
     for name, model in models.items():
         _check_model(name, model, config)
-    if len(tokenizers(config)) > 1:
-        raise ConfigError(f"models {tokenizers(config)} are all tokenizers; the workflow runs one tokenizer per run "
-                          "(its tokenize, fine-tuning and reconstruction stages); keep one")
+    if len(tokenizers(config)) != 1:
+        tokenizer_families = [f.name for f in registry.FAMILIES.values() if f.role == TOKENIZER]
+        raise ConfigError(f"models: {tokenizers(config) or 'no model'} of a tokenizer family {tokenizer_families}; "
+                          "the workflow runs exactly one tokenizer (question 1: its reconstruction and tokens)")
     if any(m.get("standin") for m in models.values()):
         for key in ("tokenize", "features"):
             if config[key]["random_seed"] in {standin_seed(m) for m in models if models[m].get("standin")}:

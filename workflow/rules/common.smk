@@ -28,8 +28,8 @@ except tb_config.ConfigError as err:
 MODELS = list(config["models"])
 FAMILY = {m: registry.of(config, m) for m in MODELS}
 WEIGHT_MODELS = [m for m in MODELS if FAMILY[m].weights]
-# The one tokenizer of the run (tb_config.check allows at most one), or None.
-TOKENIZER = next(iter(tb_config.tokenizers(config)), None)
+# The one tokenizer of the run (tb_config.check requires exactly one).
+TOKENIZER = tb_config.tokenizers(config)[0]
 SHARDS = list(range(config["dataset"]["shards"]))
 N_CLIPS = len(config["dataset"]["classes"]) * config["dataset"]["videos_per_class"]
 TRAIN_CLIPS = (
@@ -49,7 +49,7 @@ FINETUNE = {
         ("state", "resume.pt"),
     )
 }
-FINETUNING = config["finetune"]["enabled"] and TOKENIZER is not None
+FINETUNING = config["finetune"]["enabled"]
 
 
 wildcard_constraints:
@@ -163,9 +163,8 @@ def summary_inputs(wildcards):
         "manifests": [manifest(m) for m in WEIGHT_MODELS],
         "init_differences": "results/comparisons/init_differences.md",
         "models": "results/comparisons/models.md",
+        "reconstruction": "results/comparisons/reconstruction.md",
     }
-    if TOKENIZER:
-        inputs["reconstruction"] = "results/comparisons/reconstruction.md"
     if FINETUNING:
         inputs["finetune"] = FINETUNE["meta"]
     return inputs
