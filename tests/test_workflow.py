@@ -220,6 +220,7 @@ def test_flipped_byte_in_weights_stops_the_stage_that_loads_them(demo, tmp_path)
     assert not (work / "results/features/clip/pretrained/shards/0/features.npy").exists()  # nothing written
 
 
+@pytest.mark.slow  # Snakemake downloads from a local hub cache (~10 s)
 def test_real_config_resolves_all_three_repositories_offline(tmp_path):
     """HF_HUB_OFFLINE=1 and HF_HUB_CACHE holding the three repositories: download_weights needs no network."""
     from trajbench import standins
