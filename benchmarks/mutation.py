@@ -57,8 +57,11 @@ def _prepare(workdir: Path, modules: list[str]) -> None:
 
 
 def _mutmut(workdir: Path, *args: str, capture: bool = False) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(workdir / "mutants" / "src"),  # subprocess tests import the mutants too
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    # No PYTHONPATH to mutants/src: set before that folder exists, Python caches it as empty and the tests would
+    # import the installed trajbench; mutmut puts mutants/src first on sys.path itself. Tests that start a fresh
+    # interpreter therefore see the unmutated package and kill nothing.
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)
     return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=workdir, env=env, text=True,
                           capture_output=capture, check=False)
 
