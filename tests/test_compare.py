@@ -90,15 +90,29 @@ def test_paired_inits_refuses_unpaired_results():
     bad = _folds([0.9, 0.8, 0.85], [0.1] * 3)
     with pytest.raises(ValueError, match="m: pretrained and random .* cannot be paired"):
         compare.paired_inits({("m", "pretrained"): _folds([0.9] * 4, [0.1] * 4), ("m", "random"): bad})
-    with pytest.raises(ValueError, match="different splits"):
+    with pytest.raises(ValueError, match=r"different splits \(m/pretrained: splits_sha256 splits-A; "
+                                         r"m/random: splits_sha256 B\)"):
         compare.paired_inits({("m", "pretrained"): _result(0.9), ("m", "random"): _result(0.5, sha="B")})
-    with pytest.raises(ValueError, match="m: finetuned and pretrained were probed on different splits"):
-        compare.paired_inits({("m", "pretrained"): _result(0.9), ("m", "finetuned"): _result(0.5, sha="B")})
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['n_test', 'n_train'\]"):
         compare.paired_inits({("m", "pretrained"): _folds([0.9] * 4, [0.1] * 4).drop(columns=["n_train", "n_test"]),
                               ("m", "random"): _folds([0.9] * 4, [0.1] * 4)})
     # Nothing to pair: an empty table, not an error.
     assert compare.paired_inits({("m", "pretrained"): _result(0.9), ("pixels", "none"): _result(0.5)}).empty
+
+
+def test_results_scored_on_different_splits_are_refused():
+    """Shared folds are a hard rule: one model scored on other splits stops every table that puts results side by
+    side, even when no pair of inits crosses the two fingerprints, and the error says who differs and what to do."""
+    results = {("clip", "pretrained"): _result(0.6), ("clip", "random"): _result(0.3),
+               ("magvit", "pretrained"): _result(0.9, sha="other"), ("pixels", "none"): _result(0.5)}
+    message = (r"different splits \(clip/pretrained, clip/random, pixels/none: splits_sha256 splits-A; "
+               r"magvit/pretrained: splits_sha256 other\).*rerun rule probe for all models with the same probe config")
+    for table in (compare.model_table, compare.paired_inits):
+        with pytest.raises(ValueError, match=message):
+            table(results)
+    del results[("magvit", "pretrained")]
+    assert len(compare.model_table(results)) == 3
+    assert compare.paired_inits(results)["model"].unique().tolist() == ["clip"]
 
 
 def test_model_table_values_and_order():

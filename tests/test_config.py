@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from trajbench import config as tb_config
@@ -67,7 +68,7 @@ def test_schema_fills_defaults(root):
 def test_schema_errors_name_the_problem(root, path, value, message):
     cfg = load(root, "config.yaml")
     cfg[path[0]][path[1]] = value
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(WorkflowError, match=message):
         validate(cfg, str(root / SCHEMA))
 
 

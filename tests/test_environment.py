@@ -415,6 +415,7 @@ def test_nvidia_smi_facts_and_failures(real, tmp_path):
 # --- the rules, run by Snakemake in a copied project ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # Snakemake runs the rule twice in a copied project (~25 s)
 def test_check_environment_rule(tmp_path):
     work = copy_workflow(tmp_path / "project")
     target = ("--cores", "1", "results/env/environment.json", "--configfile", "config/demo.yaml")
@@ -451,6 +452,7 @@ else:
 """
 
 
+@pytest.mark.slow  # Snakemake runs the rule three times (~25 s)
 @pytest.mark.parametrize("outcome", ["works", "fails", "still_broken"])
 def test_rebuild_flash_attn_rule(outcome, tmp_path):
     site = _write(tmp_path / "site", {"flash_attn/__init__.py": f"raise ImportError({UNDEFINED_SYMBOL!r})\n",

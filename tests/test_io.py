@@ -84,3 +84,27 @@ def test_markdown_table_escapes_cells_and_aligns():
     assert io.markdown_table(("a", "b"), [("x|y", 1), ("two\n lines", "")]) == (
         "| a | b |\n| --- | --- |\n| x\\|y | 1 |\n| two lines |  |")
     assert io.markdown_table(["n", "v"], [], align=["left", "right"]) == "| n | v |\n| :--- | ---: |"
+
+
+def test_write_json_is_sorted_indented_and_takes_numpy_and_paths(tmp_path):
+    """Byte-exact: results are diffed and hashed, so key order and layout are part of the format."""
+    from pathlib import Path
+
+    io.write_json(tmp_path / "a.json", {"b": np.float32(0.5), "a": [np.int64(3)], "c": np.arange(2), "d": Path("x")})
+    assert (tmp_path / "a.json").read_text() == (
+        '{\n  "a": [\n    3\n  ],\n  "b": 0.5,\n  "c": [\n    0,\n    1\n  ],\n  "d": "x"\n}\n')
+    with pytest.raises(TypeError, match="cannot write set to JSON"):
+        io.write_json(tmp_path / "b.json", {"s": {1}})
+
+
+def test_save_npy_refuses_object_arrays(tmp_path):
+    # A pickled array would load only with allow_pickle=True, i.e. never in the rules that read it.
+    with pytest.raises(ValueError, match="allow_pickle"):
+        io.save_npy(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_csv_small_floats_keep_a_lowercase_exponent(tmp_path):
+    pd = pytest.importorskip("pandas")
+    io.write_csv(tmp_path / "t.csv", pd.DataFrame({"x": [1.23456789e-7]}))
+    assert (tmp_path / "t.csv").read_bytes() == b"x\n1.23457e-07\n"

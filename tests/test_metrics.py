@@ -128,3 +128,53 @@ def test_codebook_usage_errors():
         metrics.codebook_usage(np.array([0, 4]), codebook_size=4)
     with pytest.raises(ValueError, match="integers"):
         metrics.codebook_usage(np.array([0.0, 1.0]), codebook_size=4)
+
+
+def test_boundaries_of_the_small_cases():
+    """Edges the other tests step over: two values already give an interval, MSE 1 is a finite PSNR, 3x3 and 4-pixel
+    frames, a codebook of one code, a single token."""
+    mean, low, high = metrics.mean_ci([1.0, 3.0])
+    half = 12.706204736174698 * math.sqrt(2.0 / 2)  # scipy.stats.t.ppf(0.975, 1), from tables
+    assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    with pytest.raises(ValueError, match="2 of 3 values are NaN/inf"):
+        metrics.mean_ci([1.0, math.nan, math.inf])
+    assert metrics.psnr_from_mse_uint8(1.0) == pytest.approx(20 * math.log10(255))
+    assert metrics.ssim_win_size(3, 3) == 3
+    assert metrics.ssim_win_size(4, 20) == 3  # even side: the odd window below it
+    assert metrics.codebook_usage(np.array([0, 0]), codebook_size=1) == {
+        "distinct": 1, "perplexity": 1.0, "fraction_used": 1.0, "n_tokens": 2}
+    assert metrics.codebook_usage(np.array([7]), codebook_size=8)["distinct"] == 1
+    with pytest.raises(ValueError, match="found -1"):
+        metrics.codebook_usage(np.array([0, -1]), codebook_size=4)
+
+
+def test_ssim_of_non_square_frames_matches_skimage():
+    """The window comes from the frame's height and width (axes 1 and 2), not the channel axis."""
+    from skimage.metrics import structural_similarity
+
+    v, r = _video(shape=(2, 5, 16, 3)), _video(seed=1, shape=(2, 5, 16, 3))
+    expected = np.mean([structural_similarity(a, b, data_range=255, channel_axis=-1, win_size=5) for a, b in zip(v, r)])
+    assert metrics.video_metrics(v, r)["ssim"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_shape_errors_name_the_expected_layout():
+    v = _video()
+    with pytest.raises(ValueError, match=r"expected \(T, H, W, 3\) RGB arrays, got \(3, 16, 16, 3, 1\)"):
+        metrics.video_metrics(v[..., None], v[..., None])
+    with pytest.raises(ValueError, match=r"expected \(N, T, H, W, 3\) RGB arrays, got \(3, 16, 16, 3\)"):
+        metrics.reconstruction_metrics(v, v, pd.DataFrame({"index": range(3), "class_name": list("abc")}))
+
+
+def test_reconstruction_metrics_table_and_summarize_order():
+    videos = _video(shape=(3, 2, 8, 8, 3))
+    labels = pd.DataFrame({"index": [10, 11, 12], "class_name": ["b", "a", "b"]})
+    out = metrics.reconstruction_metrics(videos, _video(seed=1, shape=videos.shape), labels)
+    assert out["index"].tolist() == [10, 11, 12]
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['class_name'\]"):
+        metrics.reconstruction_metrics(videos, videos, labels.drop(columns="class_name"))
+    table = metrics.summarize(out, group="class_name", confidence=0.5)
+    assert table["class_name"].tolist()[::3] == ["b", "a"]  # order of first appearance, not sorted
+    row = table.iloc[0]
+    assert row["n"] == 2
+    ssim_b = out.loc[out["class_name"] == "b", "ssim"].to_numpy()
+    assert table.loc[2, ["mean", "ci_low", "ci_high"]].tolist() == pytest.approx(metrics.mean_ci(ssim_b, 0.5))

@@ -1,9 +1,15 @@
+import json
+import logging
+import runpy
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from trajbench import probe
+from trajbench import logs, probe
+from trajbench.metrics import mean_ci
 
 N_CLASSES, PER_CLASS = 4, 30
 LABELS = np.repeat(np.arange(N_CLASSES), PER_CLASS)
@@ -95,6 +101,60 @@ def test_splits_do_not_depend_on_features(splits, separable_result):
     assert separable_result.splits_sha256 == probe.splits_sha256(splits)
     sep = separable_result.folds[:2]
     assert [(f["n_train"], f["n_test"]) for f in result.folds] == [(f["n_train"], f["n_test"]) for f in sep]
+
+
+def test_summary_intervals_use_the_nadeau_bengio_correction(splits):
+    """On noisy (not separable) features the scores vary by split; every summary interval is mean_ci of the
+    per-split scores with test_train_ratio = n_test / n_train (1/3 with 4 folds), wider than the plain t-interval."""
+    rng = np.random.default_rng(5)
+    x = (0.8 * rng.normal(size=(N_CLASSES, 10)))[LABELS] + rng.normal(size=(LABELS.size, 10))
+    result = probe.run_probe(x, LABELS, splits, class_names=NAMES, **PARAMS)
+    ratio = 1 / 3  # 30 test / 90 train videos in every split
+    assert result.test_train_ratio == pytest.approx(ratio)
+    per_split = {(name, metric): [f[f"{name}_{metric}"] for f in result.folds]
+                 for name in probe.PROBES for metric in ("accuracy", "macro_f1")}
+    accuracy = per_split[("logreg", "accuracy")]
+    assert 0.4 < np.mean(accuracy) < 0.95 and np.std(accuracy) > 0.01  # noisy: the interval has a width
+    for (name, metric), values in per_split.items():
+        stat = result.summary[name][metric]
+        expected = mean_ci(values, test_train_ratio=ratio)
+        assert (stat["mean"], stat["ci_low"], stat["ci_high"]) == pytest.approx(expected, rel=1e-12), (name, metric)
+        _, plain_low, plain_high = mean_ci(values, test_train_ratio=0.0)
+        assert stat["ci_high"] - stat["ci_low"] > 1.5 * (plain_high - plain_low), (name, metric)
+    recall = result.summary["logreg"]["recall"]["circle"]
+    expected = mean_ci([f["logreg_recall"][1] for f in result.folds], test_train_ratio=ratio)
+    assert (recall["mean"], recall["ci_low"], recall["ci_high"]) == pytest.approx(expected, rel=1e-12)
+
+
+def _run_probe_script(root, tmp_path, model, features, cfg, monkeypatch):
+    """workflow/scripts/probe.py as rule probe runs it for ``model``, in this process; returns the result JSON."""
+    out = tmp_path / model
+    out.mkdir()
+    np.save(out / "features.npy", features)
+    pd.DataFrame({"index": range(LABELS.size), "label": LABELS, "class_name": np.array(NAMES)[LABELS]}).to_csv(
+        out / "labels.csv", index=False)
+    smk = SimpleNamespace(
+        input=SimpleNamespace(features=str(out / "features.npy"), table=str(out / "labels.csv")),
+        output=SimpleNamespace(result=str(out / "result.json"), folds=str(out / "folds.csv")),
+        params=SimpleNamespace(probe=cfg), log=[str(out / "probe.log")],
+        wildcards=SimpleNamespace(model=model, init="pretrained"))
+    # logs.setup would replace pytest's log handlers and sys.excepthook for the rest of the session.
+    monkeypatch.setattr(logs, "setup", lambda path: logging.getLogger("trajbench"))
+    runpy.run_path(str(root / "workflow/scripts/probe.py"), init_globals={"snakemake": smk}, run_name="__main__")
+    return json.loads((out / "result.json").read_text())
+
+
+def test_probe_script_scores_every_model_on_the_same_folds(root, tmp_path, monkeypatch):
+    """Two models with features of different widths, through the rule's script: one fingerprint, the one make_splits
+    gives from the labels and probe.folds/repeats/seed alone (folds seeded by anything else, such as the model name
+    or the feature width, fail here)."""
+    cfg = {"folds": 3, "repeats": 2, "seed": 11, "Cs": [0.1, 1.0], "inner_folds": 2, "pca_dim": 4, "knn_k": 3}
+    rng = np.random.default_rng(0)
+    a = _run_probe_script(root, tmp_path, "magvit", rng.normal(size=(LABELS.size, 6)), cfg, monkeypatch)
+    b = _run_probe_script(root, tmp_path, "videomae", rng.normal(size=(LABELS.size, 24)), cfg, monkeypatch)
+    assert (a["n_features"], b["n_features"]) == (6, 24)
+    expected = probe.splits_sha256(probe.make_splits(LABELS, cfg["folds"], cfg["repeats"], cfg["seed"]))
+    assert a["splits_sha256"] == b["splits_sha256"] == expected
 
 
 def test_majority_chance_and_recall_per_class():

@@ -111,6 +111,7 @@ MODEL_INITS = {("magvit", "finetuned"), ("pixels", "none"), ("oracle", "none"),
                *((model, init) for model in ("magvit", *NETWORKS) for init in ("pretrained", "random"))}
 
 
+@pytest.mark.slow  # the session-wide demo run
 def test_demo_produces_summary_tables_figures(demo):
     import numpy as np
     import pandas as pd
@@ -152,6 +153,7 @@ def test_demo_produces_summary_tables_figures(demo):
     assert not list(demo.glob("results/**/.*tmp*")), "temporary files left behind"
 
 
+@pytest.mark.slow  # the session-wide demo run
 def test_demo_finetuned_tokenizer(demo):
     """The demo fine-tunes MagVit on its own clips; the third init reconstructs better than the random one."""
     import numpy as np
@@ -178,6 +180,7 @@ def test_demo_finetuned_tokenizer(demo):
     assert "finetuned" in (demo / "results/comparisons/models.md").read_text()
 
 
+@pytest.mark.slow  # the session-wide demo run
 def test_demo_html_report(demo):
     snakemake("--configfile", "config/demo.yaml", "--report", "results/report.html", cwd=demo)
     html = (demo / "results/report.html").read_text(errors="replace")
@@ -190,6 +193,7 @@ def _rerun_plan(demo, extra_yaml: str) -> dict[str, int]:
     return job_counts(out) if "Job stats:" in out else {}
 
 
+@pytest.mark.slow  # the session-wide demo run
 def test_rerun_redoes_only_what_changed(demo):
     assert _rerun_plan(demo, "{}\n") == {}  # up to date: nothing to do
     # A probe parameter: the probes and what follows, nothing upstream.
@@ -206,6 +210,7 @@ def test_rerun_redoes_only_what_changed(demo):
                     "probe": 2, "compare": 1, "summary": 1, "all": 1}
 
 
+@pytest.mark.slow  # the session-wide demo run
 def test_flipped_byte_in_weights_stops_the_stage_that_loads_them(demo, tmp_path):
     work = tmp_path / "demo"
     shutil.copytree(demo, work, symlinks=True)
@@ -221,6 +226,7 @@ def test_flipped_byte_in_weights_stops_the_stage_that_loads_them(demo, tmp_path)
     assert not (work / "results/features/clip/pretrained.npy").exists()  # nothing written
 
 
+@pytest.mark.slow  # Snakemake downloads from a local hub cache (~10 s)
 def test_real_config_resolves_all_three_repositories_offline(tmp_path):
     """HF_HUB_OFFLINE=1 and HF_HUB_CACHE holding the three repositories: download_weights needs no network."""
     from trajbench import standins
@@ -259,6 +265,7 @@ def test_real_config_resolves_all_three_repositories_offline(tmp_path):
     assert job_counts(plan) == {"download_weights": 1} and "wildcards: model=clip" in plan
 
 
+@pytest.mark.slow  # the session-wide demo run
 def test_broken_flash_attn_falls_back_and_the_models_still_run(demo, tmp_path):
     """A flash-attn whose binary fails with the torch-ABI error, first on PYTHONPATH (a source build without
     metadata, which transformers 5.x imports while importing any model): the check names the class and remedy,
@@ -308,6 +315,7 @@ def _wait_for(path_glob: str, work: Path, proc: subprocess.Popen, timeout: float
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # the session-wide demo run
 def test_killed_runs_resume_to_the_same_results(demo, tmp_path):
     """SIGKILL the whole run (as a preempted instance does) while it renders, tokenizes, extracts features and
     probes; after each kill `snakemake --unlock` and the README's command resume it. The final outputs equal an
@@ -339,6 +347,7 @@ def test_killed_runs_resume_to_the_same_results(demo, tmp_path):
     assert not leftovers, leftovers
 
 
+@pytest.mark.slow  # the session-wide demo run
 def test_second_run_in_the_same_folder_is_refused(demo, tmp_path):
     work = tmp_path / "demo"
     shutil.copytree(demo, work, symlinks=True)
@@ -396,6 +405,7 @@ def test_editing_a_library_module_reruns_exactly_the_rules_that_import_it(demo, 
     assert _rerun_plan(work, "{}\n") == {}
 
 
+@pytest.mark.slow  # the session-wide demo run
 def test_a_key_sorted_copy_of_the_config_reruns_nothing(demo, tmp_path):
     """Params are compared as text: a config file written with its keys in another order plans no job."""
     work = tmp_path / "demo"

@@ -12,7 +12,6 @@ Column naming: a statistic with an interval is stored as ``<name>_mean``, ``<nam
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any, Iterable, Mapping
 
@@ -22,8 +21,6 @@ import pandas as pd
 from trajbench import io
 from trajbench.metrics import METRICS, cap_psnr, mean_ci
 from trajbench.probe import FOLD_COLUMNS, ProbeResult
-
-logger = logging.getLogger(__name__)
 
 # A third MagVit init, "finetuned" (the tokenizer fine-tuned on synthetic clips), sits after the two it is compared to.
 INIT_ORDER = ("pretrained", "random", "finetuned", "none")
@@ -60,6 +57,23 @@ def _pairs(inits: Iterable[str]) -> list[tuple[str, str]]:
     return [(a, b) for a, b in PAIRS if a in present and b in present]
 
 
+def check_same_splits(results: Mapping[tuple[str, str], ProbeResult | pd.DataFrame]) -> None:
+    """Raise ValueError unless every ProbeResult in ``results`` has one ``splits_sha256``.
+
+    Shared folds are what make rows comparable and inits pairable, so a mismatch is an error, not a warning. Per-split
+    tables (DataFrames) carry no fingerprint; :func:`paired_inits` checks their (repeat, fold) rows instead.
+    """
+    groups: dict[str, list[str]] = {}
+    for (model, init), res in sorted(results.items()):
+        if isinstance(res, ProbeResult):
+            groups.setdefault(res.splits_sha256, []).append(f"{model}/{init}")
+    if len(groups) > 1:
+        listing = "; ".join(f"{', '.join(keys)}: splits_sha256 {sha}" for sha, keys in groups.items())
+        raise ValueError(f"probe results were scored on different splits ({listing}). Every model must be scored on "
+                         "the same folds: rerun rule probe for all models with the same probe config "
+                         "(e.g. snakemake --forcerun probe)")
+
+
 def paired_inits(results: Mapping[tuple[str, str], ProbeResult | pd.DataFrame],
                  metrics: tuple[str, ...] = ("accuracy", "macro_f1"), probe: str = "logreg") -> pd.DataFrame:
     """Paired differences a - b between the inits of each model, matched by (repeat, fold).
@@ -67,17 +81,14 @@ def paired_inits(results: Mapping[tuple[str, str], ProbeResult | pd.DataFrame],
     ``results`` maps (model, init) to a ProbeResult or its per-split table (``folds_frame`` / the folds CSV). Every
     pair of :data:`PAIRS` whose two inits a model has is compared; models without such a pair are skipped. Returns
     one row per (model, comparison, metric): model, comparison ("a − b"), a, b, probe, metric, n_splits, a_mean,
-    b_mean, diff_mean, diff_ci_low, diff_ci_high (corrected resampled t-interval). Raises if two inits were not
-    scored on the same splits.
+    b_mean, diff_mean, diff_ci_low, diff_ci_high (corrected resampled t-interval). Raises if the results were not
+    all scored on the same splits (:func:`check_same_splits`).
     """
+    check_same_splits(results)
     rows = []
     for model in sorted({m for m, _ in results}):
         for a_init, b_init in _pairs(i for m, i in results if m == model):
             a_res, b_res = results[(model, a_init)], results[(model, b_init)]
-            if (isinstance(a_res, ProbeResult) and isinstance(b_res, ProbeResult)
-                    and a_res.splits_sha256 != b_res.splits_sha256):
-                raise ValueError(f"{model}: {a_init} and {b_init} were probed on different splits "
-                                 "(splits_sha256 differs); rerun both with the same make_splits parameters")
             frames = [_folds(r, (model, init)) for r, init in ((a_res, a_init), (b_res, b_init))]
             a, b = (f[f["probe"] == probe].set_index(["repeat", "fold"]).sort_index() for f in frames)
             if not a.index.equals(b.index) or not np.array_equal(a["n_test"], b["n_test"]):
@@ -105,10 +116,10 @@ def paired_inits(results: Mapping[tuple[str, str], ProbeResult | pd.DataFrame],
 def model_table(results: Mapping[tuple[str, str], ProbeResult]) -> pd.DataFrame:
     """One row per (model, init): logreg accuracy and macro-F1, kNN accuracy (means + intervals), chance levels.
 
-    Sorted by each model's best logreg accuracy (descending), then init (pretrained, random, none).
+    Sorted by each model's best logreg accuracy (descending), then init (pretrained, random, none). Raises if the
+    results were not all scored on the same splits (:func:`check_same_splits`).
     """
-    if len({r.splits_sha256 for r in results.values()}) > 1:
-        logger.warning("model_table: results were scored on different splits; their rows are not directly comparable")
+    check_same_splits(results)
     rows = []
     for (model, init), res in results.items():
         s = res.summary
