@@ -452,7 +452,6 @@ else:
 """
 
 
-@pytest.mark.slow  # Snakemake runs the rule three times (~25 s)
 @pytest.mark.parametrize("outcome", ["works", "fails", "still_broken"])
 def test_rebuild_flash_attn_rule(outcome, tmp_path):
     site = _write(tmp_path / "site", {"flash_attn/__init__.py": f"raise ImportError({UNDEFINED_SYMBOL!r})\n",

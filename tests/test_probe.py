@@ -1,14 +1,11 @@
 import json
-import logging
-import runpy
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from trajbench import logs, probe
+from trajbench import probe
 from trajbench.metrics import mean_ci
 
 N_CLASSES, PER_CLASS = 4, 30
@@ -126,32 +123,28 @@ def test_summary_intervals_use_the_nadeau_bengio_correction(splits):
     assert (recall["mean"], recall["ci_low"], recall["ci_high"]) == pytest.approx(expected, rel=1e-12)
 
 
-def _run_probe_script(root, tmp_path, model, features, cfg, monkeypatch):
-    """workflow/scripts/probe.py as rule probe runs it for ``model``, in this process; returns the result JSON."""
-    out = tmp_path / model
-    out.mkdir()
-    np.save(out / "features.npy", features)
-    pd.DataFrame({"index": range(LABELS.size), "label": LABELS, "class_name": np.array(NAMES)[LABELS]}).to_csv(
-        out / "labels.csv", index=False)
-    smk = SimpleNamespace(
-        input=SimpleNamespace(features=str(out / "features.npy"), table=str(out / "labels.csv")),
-        output=SimpleNamespace(result=str(out / "result.json"), folds=str(out / "folds.csv")),
-        params=SimpleNamespace(probe=cfg), log=[str(out / "probe.log")],
-        wildcards=SimpleNamespace(model=model, init="pretrained"))
-    # logs.setup would replace pytest's log handlers and sys.excepthook for the rest of the session.
-    monkeypatch.setattr(logs, "setup", lambda path: logging.getLogger("trajbench"))
-    runpy.run_path(str(root / "workflow/scripts/probe.py"), init_globals={"snakemake": smk}, run_name="__main__")
-    return json.loads((out / "result.json").read_text())
+def test_probe_rule_scores_every_model_on_the_same_folds(tmp_path):
+    """Rule probe, run by Snakemake for two models whose features differ in width: one fingerprint, the one
+    make_splits gives from the labels and probe.folds/repeats/seed alone (folds seeded by anything else, such as the
+    model name or the feature width, fail here)."""
+    from conftest import copy_workflow, snakemake
 
-
-def test_probe_script_scores_every_model_on_the_same_folds(root, tmp_path, monkeypatch):
-    """Two models with features of different widths, through the rule's script: one fingerprint, the one make_splits
-    gives from the labels and probe.folds/repeats/seed alone (folds seeded by anything else, such as the model name
-    or the feature width, fail here)."""
+    work = copy_workflow(tmp_path / "work")
     cfg = {"folds": 3, "repeats": 2, "seed": 11, "Cs": [0.1, 1.0], "inner_folds": 2, "pca_dim": 4, "knn_k": 3}
+    (work / "probe.yaml").write_text(json.dumps({"probe": cfg, "dataset": {"videos_per_class": PER_CLASS}}))
+    (work / "results/data").mkdir(parents=True)
+    pd.DataFrame({"index": range(LABELS.size), "label": LABELS, "class_name": np.array(NAMES)[LABELS]}).to_csv(
+        work / "results/data/labels.csv", index=False)
     rng = np.random.default_rng(0)
-    a = _run_probe_script(root, tmp_path, "magvit", rng.normal(size=(LABELS.size, 6)), cfg, monkeypatch)
-    b = _run_probe_script(root, tmp_path, "videomae", rng.normal(size=(LABELS.size, 24)), cfg, monkeypatch)
+    targets = []
+    for model, width in (("magvit", 6), ("videomae", 24)):
+        (work / f"results/features/{model}").mkdir(parents=True)
+        np.save(work / f"results/features/{model}/random.npy", rng.normal(size=(LABELS.size, width)))
+        targets.append(f"results/probes/{model}/random.json")
+    # Only rule probe may run: the features and labels above stand for everything upstream.
+    snakemake(*targets, "--cores", "1", "--allowed-rules", "probe", "--configfile", "config/demo.yaml", "probe.yaml",
+              cwd=work)
+    a, b = (json.loads((work / target).read_text()) for target in targets)
     assert (a["n_features"], b["n_features"]) == (6, 24)
     expected = probe.splits_sha256(probe.make_splits(LABELS, cfg["folds"], cfg["repeats"], cfg["seed"]))
     assert a["splits_sha256"] == b["splits_sha256"] == expected

@@ -166,7 +166,9 @@ def test_demo_finetuned_tokenizer(demo):
     assert recon.loc["psnr", "finetuned_mean"] > recon.loc["psnr", "random_mean"]
     assert recon.loc["psnr", "finetuned_minus_random_ci_low"] > 0
     history = pd.read_csv(demo / "results/finetune/magvit/history.csv")
-    assert history["step"].iloc[-1] == 16 and history["loss"].iloc[-1] < history["loss"].iloc[0]
+    # The reconstruction term, not the total: the total subtracts a codebook-entropy reward and need not fall in 16 steps.
+    assert history["step"].iloc[-1] == 16
+    assert history["reconstruction"].iloc[-1] < 0.6 * history["reconstruction"].iloc[0]
     assert (demo / "results/finetune/magvit/curves.png").stat().st_size > 10_000
     assert not (demo / "results/finetune/magvit/resume.pt").exists()  # removed once training ended
     arch = yaml.safe_load((demo / "config/demo.yaml").read_text())["models"]["magvit"]["architecture"]
@@ -363,11 +365,11 @@ def test_second_run_in_the_same_folder_is_refused(demo, tmp_path):
     assert {p: p.read_bytes() for p in work.glob("results/comparisons/*")} == before
 
 
-def _rules_with_changed_params(plan: str) -> set[str]:
-    """Rules of the jobs that a dry run plans because their own params (the code hash) changed."""
+def _planned(plan: str) -> dict[str, str]:
+    """{rule: the reason line of one of its jobs} of what a dry run plans."""
     jobs = re.split(r"\n(?=\[.*\]\n(?:local)?rule )", plan)
-    return {re.search(r"rule (\w+):", job).group(1) for job in jobs
-            if re.search(r"rule \w+:", job) and "Params have changed since last execution" in job}
+    return {m.group(1): re.search(r"reason: (.*)", job).group(1) for job in jobs
+            if (m := re.search(r"(?:local)?rule (\w+):", job)) and m.group(1) != "all"}
 
 
 def _script_of_each_rule() -> dict[str, str]:
@@ -377,19 +379,41 @@ def _script_of_each_rule() -> dict[str, str]:
             match = re.search(r'script:\s+"\.\./scripts/(\w+)\.py"', body)
             if match:
                 scripts[rule] = match.group(1)
+    for rule, parent in re.findall(r"^use rule (\w+) as (\w+)", (ROOT / "workflow/rules/features.smk").read_text(),
+                                   re.M):
+        scripts[parent] = scripts[rule]
     return scripts
+
+
+def _downstream(work: Path) -> dict[str, set[str]]:
+    """{rule: every rule that consumes its outputs, directly or not}, from Snakemake's rule graph of the demo."""
+    dot = snakemake("--rulegraph", "--configfile", "config/demo.yaml", cwd=work).stdout
+    names = dict(re.findall(r"(\d+)\[label = \"(\w+)\"", dot))
+    edges = [(names[a], names[b]) for a, b in re.findall(r"(\d+) -> (\d+)", dot)]
+    below = {name: set() for name in names.values()}
+    changed = True
+    while changed:
+        changed = False
+        for a, b in edges:
+            new = ({b} | below[b]) - below[a]
+            if new:
+                below[a] |= new
+                changed = True
+    return below
 
 
 @pytest.mark.slow
 def test_editing_a_library_module_reruns_exactly_the_rules_that_import_it(demo, tmp_path):
-    """For every module of src/trajbench: an edit plans the rules whose scripts import it (transitively), through
-    their code hash, and no other rule for that reason."""
+    """For every module of src/trajbench, an edit plans the rules whose scripts import it (transitively) and what
+    consumes their outputs, nothing else; a rule planned for its own params is one whose script imports it.
+    (Snakemake reports a params change only for jobs whose inputs are not being remade.)"""
     from trajbench import codehash
 
     work = tmp_path / "demo"
     shutil.copytree(demo, work, symlinks=True)
     scripts = _script_of_each_rule()
-    ran = {rule for rule in scripts if list(work.glob(f"logs/{rule}*"))}  # not the opt-in flash-attn rebuild
+    below = _downstream(work)
+    ran = {rule for rule in scripts if rule in below}  # not the opt-in flash-attn rebuild
     imports = {rule: set(codehash.modules(ROOT / f"workflow/scripts/{script}.py", ROOT / "src"))
                for rule, script in scripts.items()}
     for path in sorted((work / "src/trajbench").rglob("*.py")):
@@ -397,15 +421,22 @@ def test_editing_a_library_module_reruns_exactly_the_rules_that_import_it(demo, 
         original = path.read_text()
         path.write_text(original + "\n# an edit that may change results\n")
         try:
-            proc = snakemake("-n", "--configfile", "config/demo.yaml", cwd=work)
+            planned = _planned(snakemake("-n", "--configfile", "config/demo.yaml", cwd=work).stdout)
         finally:
             path.write_text(original)
         expected = {rule for rule in ran if module in imports[rule]}
-        assert _rules_with_changed_params(proc.stdout) == expected, module
+        assert set(planned) == expected | {d for rule in expected for d in below[rule]} - {"all"}, module
+        assert {rule for rule, reason in planned.items() if "Params have changed" in reason} <= expected, module
+        assert all("Params have changed" in planned[rule] for rule in expected if not _below_any(rule, expected,
+                                                                                              below)), module
     assert _rerun_plan(work, "{}\n") == {}
 
 
-@pytest.mark.slow  # the session-wide demo run
+def _below_any(rule: str, rules: set[str], below: dict[str, set[str]]) -> bool:
+    """Whether ``rule`` consumes (directly or not) the outputs of another of ``rules``."""
+    return any(rule in below[other] for other in rules if other != rule)
+
+
 def test_a_key_sorted_copy_of_the_config_reruns_nothing(demo, tmp_path):
     """Params are compared as text: a config file written with its keys in another order plans no job."""
     work = tmp_path / "demo"
