@@ -76,7 +76,8 @@ def test_schema_errors_name_the_problem(root, path, value, message):
     "change, message",
     [
         (lambda c: c["dataset"].update(frames=16), r"dataset.frames=16 .* 1 \+ 4·k frames"),
-        (lambda c: c["dataset"].update(size=100), r"dataset.size=100 must be a multiple of models.magvit \(MagVit\)'s spatial"),
+        (lambda c: c["dataset"].update(size=100),
+         r"dataset.size=100 must be a multiple of models.magvit \(MagVit\)'s spatial"),
         (lambda c: c["dataset"].update(object_radius=[5, 2]), "dataset.object_radius must be"),
         (lambda c: c["dataset"].update(shards=10_000), r"dataset.shards \(10000\) exceeds"),
         (lambda c: c["probe"].update(folds=100), "probe.folds=100 exceeds dataset.videos_per_class"),
@@ -89,7 +90,8 @@ def test_schema_errors_name_the_problem(root, path, value, message):
          r"models.clip.options: unknown option\(s\) \['frame'\] for family clip"),
         (lambda c: c["models"].update(features={"family": "pixels", "source": "none"}),
          "models.features: the name 'features' is a results/ folder"),
-        (lambda c: c["models"].update(magvit2=dict(c["models"]["magvit"])), r"models: \['magvit', 'magvit2'\] of a tokenizer family \['magvit'\]; the workflow runs exactly one"),
+        (lambda c: c["models"].update(magvit2=dict(c["models"]["magvit"])),
+         r"models: \['magvit', 'magvit2'\] of a tokenizer family \['magvit'\]; the workflow runs exactly one"),
         (lambda c: c["models"].pop("magvit"), r"models: no model of a tokenizer family"),
         (lambda c: c["models"]["videomae_k400"].update(source="none"), "models.videomae_k400.source is 'none' but "
                                                                        "family videomae needs weights"),

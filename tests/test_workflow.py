@@ -166,7 +166,7 @@ def test_demo_finetuned_tokenizer(demo):
     assert recon.loc["psnr", "finetuned_mean"] > recon.loc["psnr", "random_mean"]
     assert recon.loc["psnr", "finetuned_minus_random_ci_low"] > 0
     history = pd.read_csv(demo / "results/finetune/magvit/history.csv")
-    # The reconstruction term, not the total: the total subtracts a codebook-entropy reward and need not fall in 16 steps.
+    # The reconstruction term, not the total: the total subtracts a codebook-entropy reward, need not fall in 16 steps.
     assert history["step"].iloc[-1] == 16
     assert history["reconstruction"].iloc[-1] < 0.6 * history["reconstruction"].iloc[0]
     assert (demo / "results/finetune/magvit/curves.png").stat().st_size > 10_000

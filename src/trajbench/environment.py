@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from trajbench import probes as probe_programs
-from trajbench.io import write_json, write_text
+from trajbench.io import markdown_table, write_json, write_text
 from trajbench.runtime import ATTENTIONS, DEVICES, DTYPES, HALF_DTYPES
 
 logger = logging.getLogger(__name__)
@@ -439,19 +439,20 @@ def write_report(report: Mapping[str, Any], json_path: str | os.PathLike, md_pat
 def render_markdown(report: Mapping[str, Any]) -> str:
     choice = report["choice"]
     lines = ["# Environment check", "", "## Choice", "",
-             *_table(("device", "dtype", "attention"), [(choice["device"], choice["dtype"], choice["attention"])]),
+             markdown_table(("device", "dtype", "attention"),
+                            [(choice["device"], choice["dtype"], choice["attention"])]),
              "", "## Warnings", ""]
-    lines += [f"- {_cell(text)}" for text in report["warnings"]] or ["None."]
+    lines += [f"- {' '.join(str(text).split())}" for text in report["warnings"]] or ["None."]
     lines += ["", "## Versions", "",
-              *_table(("component", "version"),
+              markdown_table(("component", "version"),
                       [(name, "none" if value is None else value) for name, value in report["versions"].items()]),
               "", "## GPUs", ""]
     gpus = [(g["index"], g["name"], f"{g['memory_gb']:.1f}", ".".join(map(str, g["compute_capability"])))
             for g in report["gpus"]]
     header = ("index", "name", "memory (GiB)", "compute capability")
-    lines += _table(header, gpus) if gpus else ["None visible to torch."]
+    lines += [markdown_table(header, gpus)] if gpus else ["None visible to torch."]
     lines += ["", "## Probes", "",
-              *_table(("probe", "required", "status", "class", "seconds", "message", "remedy"),
+              markdown_table(("probe", "required", "status", "class", "seconds", "message", "remedy"),
                       [(name, "yes" if e["required"] else "no",
                         "ok" if e["ok"] else "FAILED" if e["required"] else "unavailable", e["class"] or "",
                         f"{e['seconds']:.1f}", e["message"], e["remedy"] or "")
@@ -460,16 +461,6 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         if not entry["ok"] and entry["output_tail"]:
             lines += ["", f"### {name}: output tail", "", "```", entry["output_tail"].replace("```", "'''"), "```"]
     return "\n".join(lines) + "\n"
-
-
-def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
-    header = list(header)
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(_cell(value) for value in row) + " |" for row in rows)]
-
-
-def _cell(value: Any) -> str:
-    return " ".join(str(value).split()).replace("|", "\\|")
 
 
 def hidden_modules(probes: Mapping[str, dict]) -> list[str]:

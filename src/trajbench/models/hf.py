@@ -209,9 +209,9 @@ def per_frame(run: Run, image_processor, image_size, frame_embeds: Callable) -> 
     """Features of an image encoder applied to ``options.frames`` evenly spread frames of each clip.
 
     ``frame_embeds(pixel_values (B*k, 3, H, W)) -> (B*k, D)``; ``image_size`` is checked against the processor's
-    output unless None (models that interpolate their position embeddings take any size). Pooling ``concat_mean``: the k frame embeddings in
-    time order, then their mean (concatenation keeps the direction of motion, which the mean throws away);
-    ``mean``: their mean only.
+    output unless None (models that interpolate their position embeddings take any size). Pooling
+    ``concat_mean``: the k frame embeddings in time order, then their mean (concatenation keeps the direction of
+    motion, which the mean throws away); ``mean``: their mean only.
     """
     import torch
 

@@ -1,5 +1,6 @@
 """The Open-MAGVIT2 video tokenizer as a family: a *tokenizer* (rules tokenize, reconstruction_metrics,
-finetune_tokenizer run it; its network lives in `trajbench.modeling_magvit`, its checkpoint I/O in `trajbench.checkpoint_magvit`), whose probe features come from its tokens.
+finetune_tokenizer run it; its network lives in `trajbench.modeling_magvit`, its checkpoint I/O in
+`trajbench.checkpoint_magvit`), whose probe features come from its tokens.
 
 Features: the ±1 bits of the quantized latent, pooled, plus an optional histogram. Bit c of a token index is
 channel c of the latent (+1 where set, else -1; channel 0 least significant). Poolings over the token grid
@@ -25,8 +26,8 @@ EMA_OFFSET_STD = 1e-3  # how far the stand-in's EMA weights sit from its raw wei
 DEFAULT_CH_MULT = (1, 2, 2, 4)
 
 
-# These two mirror trajbench.modeling_magvit.MagvitConfig (a test checks they agree): the Snakefile checks the config with
-# them while it parses, and importing torch there would slow every dry run by seconds.
+# These two mirror trajbench.modeling_magvit.MagvitConfig (a test checks they agree): the Snakefile checks the config
+# with them while it parses, and importing torch there would slow every dry run by seconds.
 def temporal_compression(architecture: dict) -> int:
     """Frames per latent frame: every level but the last downsamples time by 2 where its ch_mult is not 1."""
     ch_mult = list(architecture.get("ch_mult", DEFAULT_CH_MULT))
