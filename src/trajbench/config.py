@@ -14,7 +14,7 @@ from typing import Any
 from packaging.version import Version
 
 from trajbench.models import registry
-from trajbench.models.base import TOKENIZER
+from trajbench.models.base import TOKENIZER, FeatureError
 
 # Stand-in weights play the part of "pretrained": drawn with the random inits' seed they would be the same network
 # as "random", and every pretrained-vs-random difference would be exactly zero.
@@ -158,10 +158,10 @@ def _check_model(name: str, model: dict, config: dict) -> None:
             raise ConfigError(f"{where}.standin: family {family.name} has no stand-in writer")
     elif source == "local" and "path" not in model:
         raise ConfigError(f"{where}: source 'local' needs path")
-    unknown = sorted(set(model.get("options", {})) - set(family.options))
-    if unknown:
-        raise ConfigError(f"{where}.options: unknown option(s) {unknown} for family {family.name}; known: "
-                          f"{sorted(family.options) or 'none'}")
+    try:
+        family.resolve_options(model.get("options"))
+    except FeatureError as error:
+        raise ConfigError(f"{where}.options: {error}") from None
     if family.min_transformers:
         try:
             installed = version("transformers")

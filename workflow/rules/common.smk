@@ -252,10 +252,9 @@ def feature_minutes(clips):
 def feature_inputs(wildcards):
     """Videos and labels always; the weights manifest and environment for networks; a tokenizer's tokens."""
     inputs = {"videos": VIDEOS, "table": LABELS}
-    family = FAMILY[wildcards.model]
-    if family.network:
+    if FAMILY[wildcards.model].network:
         inputs.update(env=ENV_JSON, manifest=manifest(wildcards.model))
-    if family.role == "tokenizer":
+    if wildcards.model == TOKENIZER:
         inputs["tokens"] = f"results/{wildcards.model}/{wildcards.init}/tokens.npy"
     return inputs
 
