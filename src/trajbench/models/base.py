@@ -28,8 +28,29 @@ class FeatureError(ValueError):
 
 
 @dataclass
+class View:
+    """The clips one feature pass reads: in their own frame order ("ordered") or with each clip's frames permuted
+    ("shuffled", `trajbench.controls`). ``videos`` (N, T, H, W, 3) uint8 is read by slices (an array, a memmap or a
+    `trajbench.controls.ShuffledVideos`); ``labels`` hold the per-frame ground truth in the view's frame order;
+    ``tokens`` a tokenizer's indices of these clips (N, T', H', W')."""
+
+    control: str
+    videos: Any
+    labels: pd.DataFrame
+    tokens: np.ndarray | None = None
+
+
+# What a family's ``extract`` returns first: features of one view, ``(features (N, D) float32, grid (N, T', S, C))``.
+Encoder = Callable[[View], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
 class Run:
-    """One feature extraction: a model (a config entry) of a family, at one init, over a block of clips."""
+    """One feature extraction: a model (a config entry) of a family, at one init, over a block of clips.
+
+    ``videos``, ``labels`` and ``tokens`` are the ordered clips (their shapes and columns are what a family checks
+    before loading); each view is then encoded by the `Encoder` the family returns. ``grid_side``: the token grid's
+    largest spatial side (`pool_grid`)."""
 
     family: Family
     model_name: str
@@ -45,6 +66,7 @@ class Run:
     batch_size: int
     seed: int
     logger: logging.Logger
+    grid_side: int = 4
 
 
 @dataclass(frozen=True)
@@ -54,7 +76,8 @@ class Family:
     ``role``: a *tokenizer* encodes clips to tokens and decodes them (reconstruction metrics apply, features come
     from its tokens); an *encoder* turns clips into features only. ``weights``: False for the baselines, which have
     a single init, "none". ``network``: runs a neural network on the device (a GPU job, split into
-    ``features.shards``). ``extract(run) -> (features (N, D), meta)``. ``write_standin(folder, architecture, seed)``
+    ``features.shards``). ``extract(run) -> (encoder, meta)`` loads what the family needs once and returns an
+    `Encoder` that is called for each `View` of the clips. ``write_standin(folder, architecture, seed)``
     writes tiny weights in the real format for the demo and tests; ``standin_file`` names the file inside ``folder``
     when the weights are one file rather than a transformers folder. ``known_unused``: checkpoint tensor groups the
     hub repository holds beyond the network we run. ``min_transformers``: the release that introduced the family's
@@ -65,7 +88,7 @@ class Family:
     name: str
     role: str
     description: str
-    extract: Callable[[Run], tuple[np.ndarray, dict]]
+    extract: Callable[[Run], tuple[Encoder, dict]]
     weights: bool = True
     network: bool = False
     finetunable: bool = False
@@ -95,16 +118,36 @@ class Family:
         return {**self.options, **options}
 
 
-def map_batches(run: Run, fn: Callable[[int, int], np.ndarray]) -> np.ndarray:
-    """``fn(start, stop)`` over the run's clips in batches, with progress in the job log; rows concatenated."""
-    n = len(run.videos)
-    progress = Progress(n, f"{run.model_name}/{run.init} features", run.logger)
-    out = []
+def map_batches(
+    run: Run, view: View, fn: Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``fn(start, stop) -> (features, grid)`` over the view's clips in batches, with progress in the job log; rows
+    concatenated, features as float32 and grids as float16."""
+    n = len(view.videos)
+    progress = Progress(n, f"{run.model_name}/{run.init} {view.control} features", run.logger)
+    features, grids = [], []
     for start in range(0, n, run.batch_size):
         stop = min(start + run.batch_size, n)
-        out.append(np.asarray(fn(start, stop), dtype=np.float32))
+        feats, grid = fn(start, stop)
+        features.append(np.asarray(feats, dtype=np.float32))
+        grids.append(np.asarray(grid, dtype=np.float16))
         progress.update(stop - start)
-    return np.concatenate(out, axis=0)
+    return np.concatenate(features, axis=0), np.concatenate(grids, axis=0)
+
+
+def pool_grid(tokens, side: int) -> np.ndarray:
+    """A token grid (B, T, H, W, C) (torch tensor or array) average-pooled in space to at most ``side`` x ``side``
+    (adaptive pooling, as torch's ``adaptive_avg_pool2d``), as float16 (B, T, S, C) with S in row-major order."""
+    import torch
+
+    grid = torch.as_tensor(np.asarray(tokens) if not isinstance(tokens, torch.Tensor) else tokens).float()
+    b, t, h, w, c = grid.shape
+    out_h, out_w = min(h, side), min(w, side)
+    if (out_h, out_w) != (h, w):
+        planes = grid.permute(0, 1, 4, 2, 3).reshape(b * t, c, h, w)
+        planes = torch.nn.functional.adaptive_avg_pool2d(planes, (out_h, out_w))
+        grid = planes.reshape(b, t, c, out_h, out_w).permute(0, 1, 3, 4, 2)
+    return grid.reshape(b, t, out_h * out_w, c).cpu().numpy().astype(np.float16)
 
 
 def even_indices(available: int, wanted: int) -> np.ndarray:
