@@ -26,7 +26,7 @@ def _result(acc, sha="splits-A", knn=None):
               "knn_accuracy": knn, "knn_macro_f1": knn} for f in range(4)]
     cm = np.full((3, 3), (1 - acc) / 2) + np.eye(3) * (acc - (1 - acc) / 2)
     return ProbeResult(
-        class_names=NAMES, n_samples=100, n_features=10, params={}, splits_sha256=sha, test_train_ratio=0.25,
+        class_names=NAMES, control="ordered", n_samples=100, n_features=10, params={}, splits_sha256=sha, test_train_ratio=0.25,
         chance={"uniform": 1 / 3, "majority": 0.4}, folds=folds,
         summary={"logreg": {"accuracy": _stat(acc), "macro_f1": _stat(acc - 0.02)},
                  "knn": {"accuracy": _stat(knn), "macro_f1": _stat(knn)}},

@@ -109,7 +109,7 @@ def test_summary_intervals_use_the_nadeau_bengio_correction(splits):
     ratio = 1 / 3  # 30 test / 90 train videos in every split
     assert result.test_train_ratio == pytest.approx(ratio)
     per_split = {(name, metric): [f[f"{name}_{metric}"] for f in result.folds]
-                 for name in probe.PROBES for metric in ("accuracy", "macro_f1")}
+                 for name in result.probes for metric in ("accuracy", "macro_f1")}
     accuracy = per_split[("logreg", "accuracy")]
     assert 0.4 < np.mean(accuracy) < 0.95 and np.std(accuracy) > 0.01  # noisy: the interval has a width
     for (name, metric), values in per_split.items():

@@ -35,7 +35,8 @@ from trajbench.metrics import mean_ci
 logger = logging.getLogger(__name__)
 
 LOGREG_MAX_ITER = 2000
-PROBES = ("logreg", "knn")
+# logreg and knn read the family's feature vector, attentive its token grid (`trajbench.attentive`).
+PROBES = ("logreg", "knn", "attentive")
 FOLD_COLUMNS = ["repeat", "fold", "probe", "accuracy", "macro_f1", "C", "n_train", "n_test"]
 
 
@@ -106,13 +107,16 @@ def splits_sha256(splits: Sequence[Split]) -> str:
 class ProbeResult:
     """Everything a probe run produced; plain Python types only, so JSON round-trips exactly.
 
-    ``folds``: one dict per outer split (repeat, fold, n_train, n_test, pca_components, C, logreg accuracy /
-    macro_f1 / per-class recall, knn accuracy / macro_f1). ``summary[probe][metric]`` = {mean, ci_low, ci_high};
+    ``control``: the clips' frame order, "ordered" or "shuffled" (`trajbench.controls`). ``folds``: one dict per
+    outer split (repeat, fold, n_train, n_test, pca_components, C, logreg accuracy / macro_f1 / per-class recall, knn
+    accuracy / macro_f1, attentive accuracy / macro_f1 / params when the grid was probed).
+    ``summary[probe][metric]`` = {mean, ci_low, ci_high} for each probe that ran;
     ``summary["logreg"]["recall"][class_name]`` likewise. ``confusion`` is summed over splits (rows = true class),
     ``confusion_normalized`` divides each row by its total (row i = recall profile of class i).
     """
 
     class_names: list[str]
+    control: str
     n_samples: int
     n_features: int
     params: dict[str, Any]
@@ -123,6 +127,7 @@ class ProbeResult:
     summary: dict[str, Any]
     confusion: list[list[int]]
     confusion_normalized: list[list[float]]
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def chosen_C(self) -> list[float]:
@@ -140,15 +145,19 @@ class ProbeResult:
             raise ValueError(f"{path} is not a ProbeResult JSON: keys {sorted(set(data) ^ fields)} missing/unexpected")
         return cls(**data)
 
+    @property
+    def probes(self) -> list[str]:
+        """The probes that ran, in :data:`PROBES` order."""
+        return [probe for probe in PROBES if probe in self.summary]
+
     def folds_frame(self) -> pd.DataFrame:
-        """Per-split scores, one row per (repeat, fold, probe); C is empty for knn."""
+        """Per-split scores, one row per (repeat, fold, probe); C is empty but for logreg."""
         rows = []
         for f in self.folds:
             common = {"repeat": f["repeat"], "fold": f["fold"], "n_train": f["n_train"], "n_test": f["n_test"]}
-            rows.append({**common, "probe": "logreg", "accuracy": f["logreg_accuracy"],
-                         "macro_f1": f["logreg_macro_f1"], "C": f["C"]})
-            rows.append({**common, "probe": "knn", "accuracy": f["knn_accuracy"], "macro_f1": f["knn_macro_f1"],
-                         "C": np.nan})
+            for probe in self.probes:
+                rows.append({**common, "probe": probe, "accuracy": f[f"{probe}_accuracy"],
+                             "macro_f1": f[f"{probe}_macro_f1"], "C": f["C"] if probe == "logreg" else np.nan})
         return pd.DataFrame(rows, columns=FOLD_COLUMNS)
 
     def folds_to_csv(self, path: str | os.PathLike) -> None:
@@ -215,7 +224,7 @@ def _ci_dict(values: Sequence[float], ratio: float) -> dict[str, float]:
 
 def run_probe(features: np.ndarray, labels: Sequence[int] | np.ndarray, splits: Sequence[Split], Cs: Sequence[float],
               inner_folds: int, pca_dim: int, knn_k: int, seed: int,
-              class_names: Sequence[str] | None = None) -> ProbeResult:
+              class_names: Sequence[str] | None = None, control: str = "ordered") -> ProbeResult:
     """Score a logistic-regression probe and a k-NN probe on every split (module docstring for the protocol).
 
     ``labels`` are integer class ids 0..K-1 (labels.csv column ``label``), ``class_names[i]`` names class i
@@ -252,11 +261,13 @@ def run_probe(features: np.ndarray, labels: Sequence[int] | np.ndarray, splits: 
     summary = {
         probe: {m: _ci_dict([r[f"{probe}_{m}"] for r in records], ratio) for m in ("accuracy", "macro_f1")}
         for probe in PROBES
+        if f"{probe}_accuracy" in records[0]
     }
     summary["logreg"]["recall"] = {name: _ci_dict(recall[:, i], ratio) for i, name in enumerate(names)}
     row_totals = confusion.sum(axis=1, keepdims=True)
     return ProbeResult(
         class_names=names,
+        control=control,
         n_samples=int(y.size),
         n_features=int(x.shape[1]),
         params={"Cs": Cs_sorted, "inner_folds": int(inner_folds), "pca_dim": int(pca_dim), "knn_k": int(knn_k),
