@@ -1,10 +1,15 @@
-"""Linear (and k-NN) probes on frozen features, evaluated on repeated stratified K-fold splits shared by all models.
+"""Linear, k-NN and attentive probes on frozen features, evaluated on repeated stratified K-fold splits shared by all
+models (and by both controls, ordered and frame-shuffled clips).
 
 Protocol per outer split: StandardScaler -> PCA to ``pca_dim`` (only when the feature dimension is larger) fitted on
 the outer training fold, then LogisticRegression with C chosen by an inner stratified K-fold grid search on the
 transformed training fold, and a k-NN classifier on the same transformed features. The scaler and PCA are label-free
 and fitted once per outer split (not once per inner fold) to keep the cost at one SVD per split; the outer test fold
-is never seen by any step, so the outer scores remain unbiased estimates.
+is never seen by any step, so the outer scores remain unbiased estimates. A chosen C at either end of the grid
+(the best C may lie beyond it) is logged as a warning and recorded in the result's ``notes``.
+
+The attentive probe (`trajbench.attentive`) reads the model's token grid instead of its feature vector; it is
+trained on the same outer training folds and scored on the same test folds, so all probes pair by split.
 
 Aggregates are means over splits with the corrected resampled t-interval (see :mod:`trajbench.metrics`).
 """
@@ -224,12 +229,15 @@ def _ci_dict(values: Sequence[float], ratio: float) -> dict[str, float]:
 
 def run_probe(features: np.ndarray, labels: Sequence[int] | np.ndarray, splits: Sequence[Split], Cs: Sequence[float],
               inner_folds: int, pca_dim: int, knn_k: int, seed: int,
-              class_names: Sequence[str] | None = None, control: str = "ordered") -> ProbeResult:
-    """Score a logistic-regression probe and a k-NN probe on every split (module docstring for the protocol).
+              class_names: Sequence[str] | None = None, control: str = "ordered", grids: np.ndarray | None = None,
+              attentive_config: Any = None, device: str = "cpu") -> ProbeResult:
+    """Score a logistic-regression probe and a k-NN probe on every split (module docstring for the protocol), and
+    the attentive probe on ``grids`` (N, T', S, C) when given (``attentive_config``: an
+    `trajbench.attentive.AttentiveConfig`; ``device``: where it trains).
 
     ``labels`` are integer class ids 0..K-1 (labels.csv column ``label``), ``class_names[i]`` names class i
     (default: the ids as strings). Cs are tried in ascending order, so an inner-CV tie picks the smaller C (stronger
-    regularization). Identical inputs give identical results (all randomness is seeded per split).
+    regularization). Identical inputs give identical results on the CPU (all randomness is seeded per split).
     """
     y, k = _label_array(labels, None if class_names is None else len(class_names))
     x = _check_features(features, y.size)
@@ -247,14 +255,27 @@ def run_probe(features: np.ndarray, labels: Sequence[int] | np.ndarray, splits: 
         raise ValueError(f"need inner_folds >= 2, pca_dim >= 1, knn_k >= 1 and at least one C; got inner_folds="
                          f"{inner_folds}, pca_dim={pca_dim}, knn_k={knn_k}, Cs={list(Cs)}")
     Cs_sorted = sorted(float(c) for c in Cs)
+    if grids is not None:
+        from trajbench import attentive
+
+        if grids.ndim != 4 or len(grids) != y.size:
+            raise ValueError(f"token grids must be (N={y.size}, T', S, C), got shape {grids.shape}")
+        if attentive_config is None:
+            raise ValueError("grids given without an attentive_config (probe.attentive in the config)")
 
     records, confusion = [], np.zeros((k, k), dtype=np.int64)
-    progress = Progress(len(splits), "probe", logger, unit="splits")
+    progress = Progress(len(splits), f"probe ({control})", logger, unit="splits")
     for split in splits:
         record, cm = _score_split(x, y, split, k, Cs_sorted, inner_folds, pca_dim, knn_k, seed)
+        if grids is not None:
+            scores = attentive.score_split(grids, y, split.train_idx, split.test_idx, k, attentive_config,
+                                           seed=_seed_for(seed, split.repeat, split.fold), device=device)
+            record.update(attentive_accuracy=scores["accuracy"], attentive_macro_f1=scores["macro_f1"],
+                          attentive_params=scores["params"])
         records.append(record)
         confusion += cm
         progress.update(1)
+    notes = _edge_notes([r["C"] for r in records], Cs_sorted)
 
     ratio = float(np.mean([r["n_test"] / r["n_train"] for r in records]))
     recall = np.array([r["logreg_recall"] for r in records])
@@ -271,7 +292,9 @@ def run_probe(features: np.ndarray, labels: Sequence[int] | np.ndarray, splits: 
         n_samples=int(y.size),
         n_features=int(x.shape[1]),
         params={"Cs": Cs_sorted, "inner_folds": int(inner_folds), "pca_dim": int(pca_dim), "knn_k": int(knn_k),
-                "seed": int(seed)},
+                "seed": int(seed),
+                **({"attentive": dataclasses.asdict(attentive_config), "device": str(device)} if grids is not None
+                   else {})},
         splits_sha256=splits_sha256(splits),
         test_train_ratio=ratio,
         chance={"uniform": 1.0 / k, "majority": float(np.bincount(y).max() / y.size)},
@@ -279,4 +302,18 @@ def run_probe(features: np.ndarray, labels: Sequence[int] | np.ndarray, splits: 
         summary=summary,
         confusion=confusion.tolist(),
         confusion_normalized=(confusion / np.maximum(row_totals, 1)).tolist(),
+        notes=notes,
     )
+
+
+def _edge_notes(chosen: list[float], Cs: list[float]) -> list[str]:
+    """A warning when inner CV picked the smallest or largest C of the grid: the best C may lie beyond it."""
+    if len(Cs) < 2:
+        return []
+    at_edge = sum(c in (Cs[0], Cs[-1]) for c in chosen)
+    if not at_edge:
+        return []
+    note = (f"logreg C at the edge of the grid [{Cs[0]:g}, {Cs[-1]:g}] in {at_edge} of {len(chosen)} splits; the "
+            "best C may lie outside it: widen probe.Cs")
+    logger.warning(note)
+    return [note]
