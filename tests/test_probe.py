@@ -123,31 +123,52 @@ def test_summary_intervals_use_the_nadeau_bengio_correction(splits):
     assert (recall["mean"], recall["ci_low"], recall["ci_high"]) == pytest.approx(expected, rel=1e-12)
 
 
-def test_probe_rule_scores_every_model_on_the_same_folds(tmp_path):
-    """Rule probe, run by Snakemake for two models whose features differ in width: one fingerprint, the one
-    make_splits gives from the labels and probe.folds/repeats/seed alone (folds seeded by anything else, such as the
-    model name or the feature width, fail here)."""
+def test_probe_rule_scores_every_model_and_control_on_the_same_folds(tmp_path):
+    """Rule probe, run by Snakemake for two models whose features differ in width: both controls of both models carry
+    one fingerprint, the one make_splits gives from the labels and probe.folds/repeats/seed alone (folds seeded by
+    anything else, such as the model name, the control or the feature width, fail here)."""
     from conftest import copy_workflow, snakemake
 
     work = copy_workflow(tmp_path / "work")
-    cfg = {"folds": 3, "repeats": 2, "seed": 11, "Cs": [0.1, 1.0], "inner_folds": 2, "pca_dim": 4, "knn_k": 3}
+    cfg = {"folds": 3, "repeats": 2, "seed": 11, "Cs": [0.1, 1.0], "inner_folds": 2, "pca_dim": 4, "knn_k": 3,
+           "attentive": {"epochs": 5}}
     (work / "probe.yaml").write_text(json.dumps({"probe": cfg, "dataset": {"videos_per_class": PER_CLASS}}))
     (work / "results/data").mkdir(parents=True)
     pd.DataFrame({"index": range(LABELS.size), "label": LABELS, "class_name": np.array(NAMES)[LABELS]}).to_csv(
         work / "results/data/labels.csv", index=False)
+    (work / "results/env").mkdir(parents=True)
+    (work / "results/env/environment.json").write_text(
+        json.dumps({"choice": {"device": "cpu", "dtype": "float32", "attention": "sdpa"}}))
     rng = np.random.default_rng(0)
     targets = []
     for model, width in (("magvit", 6), ("videomae", 24)):
-        (work / f"results/features/{model}").mkdir(parents=True)
-        np.save(work / f"results/features/{model}/random.npy", rng.normal(size=(LABELS.size, width)))
-        targets.append(f"results/probes/{model}/random.json")
+        folder = work / f"results/features/{model}/random"
+        folder.mkdir(parents=True)
+        for control in ("ordered", "shuffled"):
+            np.save(folder / f"{control}.npy", rng.normal(size=(LABELS.size, width)))
+            np.save(folder / f"{control}_grid.npy", rng.normal(size=(LABELS.size, 2, 4, 3)).astype(np.float16))
+        targets += [f"results/probes/{model}/random/{control}.json" for control in ("ordered", "shuffled")]
     # Only rule probe may run: the features and labels above stand for everything upstream.
     snakemake(*targets, "--cores", "1", "--allowed-rules", "probe", "--configfile", "config/demo.yaml", "probe.yaml",
               cwd=work)
-    a, b = (json.loads((work / target).read_text()) for target in targets)
-    assert (a["n_features"], b["n_features"]) == (6, 24)
+    results = [json.loads((work / target).read_text()) for target in targets]
+    assert [r["n_features"] for r in results] == [6, 6, 24, 24]
+    assert [r["control"] for r in results] == ["ordered", "shuffled"] * 2
+    assert all("attentive" in r["summary"] for r in results)
     expected = probe.splits_sha256(probe.make_splits(LABELS, cfg["folds"], cfg["repeats"], cfg["seed"]))
-    assert a["splits_sha256"] == b["splits_sha256"] == expected
+    assert {r["splits_sha256"] for r in results} == {expected}
+
+
+def test_a_chosen_C_at_the_grid_edge_is_noted(splits, caplog):
+    """Separable features score perfectly at any C, so the tie goes to the smallest C of the grid in every split,
+    and the result says that the search sat at its edge."""
+    narrow = probe.run_probe(_separable(), LABELS, splits, **{**PARAMS, "Cs": [1e-3, 1e-2]})
+    assert narrow.chosen_C == [1e-3] * len(splits)
+    assert narrow.notes == [f"logreg C at the edge of the grid [0.001, 0.01] in {len(splits)} of {len(splits)} "
+                            "splits; the best C may lie outside it: widen probe.Cs"]
+    assert narrow.notes[0] in caplog.text
+    single = probe.run_probe(_separable(), LABELS, splits, **{**PARAMS, "Cs": [1.0]})
+    assert single.notes == []  # one C is a choice the user made, not a search that hit its edge
 
 
 def test_majority_chance_and_recall_per_class():
