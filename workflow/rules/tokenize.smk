@@ -80,6 +80,7 @@ rule reconstruction_metrics:
         reconstructions=f"results/{TOKENIZER}/{{init}}/reconstructions.npy",
     output:
         per_video=f"results/{TOKENIZER}/{{init}}/metrics.csv",
+        per_frame=f"results/{TOKENIZER}/{{init}}/per_frame.csv",
         codebook=f"results/{TOKENIZER}/{{init}}/codebook.json",
     log:
         "logs/reconstruction_metrics/{init}.log",
@@ -102,6 +103,9 @@ rule compare_reconstruction:
         table=LABELS,
         per_video=expand(
             f"results/{TOKENIZER}/{{init}}/metrics.csv", init=inits(TOKENIZER)
+        ),
+        per_frame=expand(
+            f"results/{TOKENIZER}/{{init}}/per_frame.csv", init=inits(TOKENIZER)
         ),
         codebook=expand(
             f"results/{TOKENIZER}/{{init}}/codebook.json", init=inits(TOKENIZER)
@@ -126,6 +130,12 @@ rule compare_reconstruction:
             caption="../report/reconstruction_panel.rst",
             category="2. MagVit reconstruction",
         ),
+        psnr_per_frame="results/comparisons/psnr_per_frame.csv",
+        psnr_per_frame_figure=report(
+            "results/figures/psnr_per_frame.png",
+            caption="../report/psnr_per_frame.rst",
+            category="2. MagVit reconstruction",
+        ),
     log:
         "logs/compare_reconstruction.log",
     conda:
@@ -137,6 +147,7 @@ rule compare_reconstruction:
         inits=inits(TOKENIZER),
         standin=STANDIN,
         panel_frames=config["report"]["panel_frames"],
+        window=config["tokenize"]["window"],
         code=code_version("compare_reconstruction"),
     script:
         "../scripts/compare_reconstruction.py"
