@@ -55,6 +55,9 @@ def test_estimated_cost_of_a_full_size_clip():
     # The full model: about 4.47 TFLOP to encode and 6.19 to decode a 17x128x128 clip
     assert estimate_tflop(MagvitConfig.full(), 17, 128, 128) == pytest.approx(4.47 + 6.19, abs=0.01)
     assert estimate_tflop(MagvitConfig.full(), 9, 64, 64) == pytest.approx(10.66 * 9 / 17 / 4, rel=0.1)
+    # The tokenize job's shuffled control adds one encode per clip; a decoder pass alone is the rest.
+    assert estimate_tflop(MagvitConfig.full(), 17, 128, 128, encodes=2) == pytest.approx(2 * 4.47 + 6.19, abs=0.01)
+    assert estimate_tflop(MagvitConfig.full(), 17, 128, 128, encodes=0) == pytest.approx(6.19, abs=0.01)
 
 
 def golden_meta_path(expected_path: Path) -> Path:

@@ -178,3 +178,41 @@ def test_reconstruction_metrics_table_and_summarize_order():
     assert row["n"] == 2
     ssim_b = out.loc[out["class_name"] == "b", "ssim"].to_numpy()
     assert table.loc[2, ["mean", "ci_low", "ci_high"]].tolist() == pytest.approx(metrics.mean_ci(ssim_b, 0.5))
+
+
+def test_per_frame_psnr_of_known_frame_errors(tmp_path):
+    # Video 0: frame f is off by f+1 everywhere, so its PSNR is 20*log10(255 / (f+1)); frame 0 of video 1 is exact.
+    videos = np.stack([_video(seed=1, shape=(4, 8, 8, 3)), _video(seed=2, shape=(4, 8, 8, 3))])
+    recons = videos.copy()
+    recons[0] += np.arange(1, 5, dtype=np.uint8)[:, None, None, None]  # values < 200: no overflow
+    recons[1, 1:, :2] += np.uint8(10)  # frames 1-3: a quarter of the pixels off by 10, MSE 25
+    np.save(tmp_path / "v.npy", videos)
+    np.save(tmp_path / "r.npy", recons)
+    psnr = metrics.per_frame_psnr(np.load(tmp_path / "v.npy", mmap_mode="r"),
+                                  np.load(tmp_path / "r.npy", mmap_mode="r"), chunk_size=1)
+    assert psnr.dtype == np.float64
+    np.testing.assert_allclose(psnr[0], [20 * math.log10(255 / k) for k in (1, 2, 3, 4)], rtol=1e-12)
+    assert psnr[1, 0] == math.inf
+    np.testing.assert_allclose(psnr[1, 1:], 20 * math.log10(255 / 5), rtol=1e-12)
+    # Each frame's value is what psnr_from_mse_uint8 gives for that frame alone.
+    for n, f in [(0, 2), (1, 3)]:
+        diff = videos[n, f].astype(np.float64) - recons[n, f]
+        assert psnr[n, f] == pytest.approx(metrics.psnr_from_mse_uint8(float(np.mean(diff**2))), rel=1e-12)
+    with pytest.raises(ValueError, match="reconstructions have"):
+        metrics.per_frame_psnr(videos, recons[:, :3])
+
+
+def test_per_frame_table_long_format_round_trips_infinity(tmp_path):
+    from trajbench import io
+
+    psnr = np.array([[10.0, 20.0, math.inf], [11.0, 21.0, 31.0]])
+    labels = pd.DataFrame({"index": [4, 7], "class_name": ["circle", "line"]})
+    table = metrics.per_frame_table(psnr, labels)
+    assert list(table.columns) == ["index", "class_name", "frame", "psnr"]
+    assert table["index"].tolist() == [4, 4, 4, 7, 7, 7] and table["frame"].tolist() == [0, 1, 2, 0, 1, 2]
+    assert table["class_name"].tolist() == ["circle"] * 3 + ["line"] * 3
+    assert table["psnr"].tolist() == [10.0, 20.0, math.inf, 11.0, 21.0, 31.0]
+    io.write_csv(tmp_path / "per_frame.csv", table)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "per_frame.csv"), table)
+    with pytest.raises(ValueError, match="2 rows but there are 3 videos"):
+        metrics.per_frame_table(np.zeros((3, 2)), labels)

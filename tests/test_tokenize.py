@@ -1,5 +1,6 @@
-"""trajbench.tokenize on a tiny model: shapes, windows, determinism, batching; optimized vs reference mode, the
-torch.compile wiring and fallback; smoke runs of the GPU benchmark scripts on the CPU."""
+"""trajbench.tokenize on a tiny model: shapes, windows, determinism, batching; the shuffled control's encode-only
+pass; optimized vs reference mode, the torch.compile wiring and fallback; smoke runs of the GPU benchmark scripts on
+the CPU."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from conftest import ROOT
+from trajbench import controls
 from trajbench.modeling_magvit import MagvitConfig, build_model, to_model_range, to_uint8
 from trajbench.tokenize import _cudnn_benchmark, autocast_dtype, session, tokenize_videos
 
@@ -98,6 +101,32 @@ def test_shards_of_whole_batches_give_the_same_bytes(model, videos):
     parts = [run(model, videos[:2], batch_size=2, window=5), run(model, videos[2:], batch_size=2, window=5)]
     for k in range(2):
         assert np.concatenate([part[k] for part in parts]).tobytes() == whole[k].tobytes()
+
+
+def shuffled_orders(n_clips, frames, seed=7):
+    """Frame orders as the tokenize job reads them: from a labels table's shuffled_frames column."""
+    column = [controls.format_order(controls.frame_permutation(seed, i, frames)) for i in range(n_clips)]
+    return controls.read_orders(pd.DataFrame({controls.COLUMN: column}), frames)
+
+
+def test_shuffled_clips_encode_like_the_ordered_path_on_shuffled_frames(model, videos, monkeypatch):
+    orders = shuffled_orders(3, 10)
+    ordered, _ = run(model, videos, window=5)
+    expected, _ = run(model, controls.shuffle_frames(videos, orders), window=5)
+
+    def no_decode(*args):
+        raise AssertionError("decode=False must not decode")
+
+    monkeypatch.setattr(model, "decode", no_decode)
+    shuffled, reconstructions = run(model, controls.ShuffledVideos(videos, orders), window=5, decode=False)
+    assert reconstructions is None
+    assert shuffled.dtype == np.int32 and shuffled.tobytes() == expected.tobytes()
+    # Other frames at most positions: most tokens change (62 of the 72 on these random pixels).
+    assert (shuffled != ordered).mean() > 0.75
+    # Shards of whole batches, each with its own slice of the orders, give the same bytes.
+    parts = [run(model, controls.ShuffledVideos(videos[a:b], orders[a:b]), window=5, decode=False)[0]
+             for a, b in [(0, 2), (2, 3)]]
+    assert np.concatenate(parts).tobytes() == shuffled.tobytes()
 
 
 def test_invalid_requests(model, videos):

@@ -186,6 +186,26 @@ def reconstruction_table(per_video: Mapping[str, pd.DataFrame],
     return pd.DataFrame(rows)
 
 
+def psnr_per_frame_table(per_frame: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Mean PSNR of each frame per init, with plain t-intervals over videos.
+
+    ``per_frame[init]`` is :func:`trajbench.metrics.per_frame_table` output (columns index, frame, psnr). Infinite
+    PSNRs (identical frames) are capped as in :func:`trajbench.metrics.summarize`. Rows: init (in mapping order),
+    frame; columns init, frame, n, psnr_mean, psnr_ci_low, psnr_ci_high, n_capped.
+    """
+    rows = []
+    for init, frame in per_frame.items():
+        missing = {"index", "frame", "psnr"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"per-frame PSNR for {init!r} lacks column(s) {sorted(missing)}; expected "
+                             "per_frame.csv of rule reconstruction_metrics")
+        for t, group in frame.groupby("frame", sort=True):
+            values, n_capped = cap_psnr(group["psnr"].to_numpy(dtype=np.float64))
+            rows.append({"init": init, "frame": int(t), "n": len(values), **_ci_columns("psnr", values),
+                         "n_capped": n_capped})
+    return pd.DataFrame(rows)
+
+
 def _format_cell(value: Any, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""

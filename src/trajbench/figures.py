@@ -243,3 +243,40 @@ def reconstruction_panel(videos: np.ndarray, labels: pd.DataFrame, recons: Mappi
     fig.suptitle(_title(f"Reconstructions, frames {frame_list}", title_note))
     fig.tight_layout()
     _save(fig, path)
+
+
+def psnr_per_frame(table: pd.DataFrame, path: str | os.PathLike, first_frames: Sequence[int] = (0,),
+                   title_note: str | None = None) -> dict[str, np.ndarray]:
+    """Mean PSNR against frame, one line per init with its 95% CI band.
+
+    ``table`` is :func:`trajbench.compare.psnr_per_frame_table` output. ``first_frames`` are the frames MagVit codes
+    on their own: it is causal in time, so the first frame of each window is a latent frame by itself (frame 0 when
+    the whole clip is one window); they are marked with dotted lines. Returns what is drawn: per init (table order)
+    a (4, T) array of frame, mean, CI low and CI high.
+    """
+    fig = Figure(figsize=(9.0, 4.0))
+    ax = fig.subplots()
+    drawn = {}
+    for init, rows in table.groupby("init", sort=False):
+        rows = rows.sort_values("frame")
+        drawn[init] = rows[["frame", "psnr_mean", "psnr_ci_low", "psnr_ci_high"]].to_numpy(np.float64).T
+        frames, mean, low, high = drawn[init]
+        capped = int(rows["n_capped"].sum())
+        label = init + (f" ({capped} identical frame(s) at {PSNR_CAP_DB:.0f} dB)" if capped else "")
+        ax.plot(frames, mean, marker="o", markersize=3, color=_color(init), label=label)
+        ax.fill_between(frames, low, high, color=_color(init), alpha=0.2, linewidth=0)
+    for t in first_frames:
+        ax.axvline(t, color="black", linestyle=":", linewidth=1)
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="black", linestyle=":", linewidth=1))
+    labels.append("coded on its own\n(causal: its own latent frame)")
+    # Outside the axes: curves and bands may fill any corner.
+    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_xlabel("frame")
+    ax.set_ylabel("PSNR (dB, mean and 95% CI over videos)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.set_title(_title("MagVit reconstruction PSNR by frame", title_note))
+    fig.tight_layout()
+    _save(fig, path)
+    return drawn

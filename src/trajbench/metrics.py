@@ -11,6 +11,8 @@ Conventions, chosen so that numbers compare with the TokenBench tables (NVlabs/T
   7x7 uniform window), averaged over frames. Frames smaller than 7 pixels on a side use the largest odd window that
   fits (:func:`ssim_win_size`).
 - MSE is reported on the [0, 1] scale: ``MSE_uint8 / 255**2``.
+- Per-frame PSNR (:func:`per_frame_psnr`) is the same formula over one frame's values; identical frames give
+  ``+inf``, capped by :func:`cap_psnr` before averaging, like per-video numbers.
 
 Confidence intervals are t-intervals (:func:`mean_ci`). Per-video values are independent draws, so the plain
 t-interval applies. Scores from repeated K-fold splits are not independent (training sets overlap), so probes pass
@@ -115,6 +117,31 @@ def reconstruction_metrics(videos: np.ndarray, recons: np.ndarray, labels: pd.Da
     out.insert(0, "class_name", labels["class_name"].to_numpy())
     out.insert(0, "index", labels["index"].to_numpy())
     return out
+
+
+def per_frame_psnr(videos: np.ndarray, recons: np.ndarray, chunk_size: int = 32) -> np.ndarray:
+    """PSNR of every frame, float64 (N, T): ``20 * log10(255 / sqrt(MSE_uint8))`` over the frame's pixels and
+    channels, ``+inf`` for identical frames. uint8 (N, T, H, W, 3) inputs (memmaps fine) are read ``chunk_size``
+    videos at a time."""
+    _check_pair(videos, recons, ndim=5)
+    out = np.empty(videos.shape[:2], dtype=np.float64)
+    for start in range(0, len(videos), chunk_size):
+        diff = np.asarray(videos[start:start + chunk_size], np.float64) - recons[start:start + chunk_size]
+        mse = np.mean(diff * diff, axis=(2, 3, 4))
+        with np.errstate(divide="ignore"):  # MSE 0: 255 / 0 = inf, as psnr_from_mse_uint8 says
+            out[start:start + len(diff)] = 20.0 * np.log10(UINT8_MAX / np.sqrt(mse))
+    return out
+
+
+def per_frame_table(psnr: np.ndarray, labels: pd.DataFrame) -> pd.DataFrame:
+    """:func:`per_frame_psnr` output in long format: columns index, class_name, frame, psnr; rows video by video,
+    frames in order. ``labels`` is the dataset's labels table, row i describing video i."""
+    if len(labels) != len(psnr):
+        raise ValueError(f"labels table has {len(labels)} rows but there are {len(psnr)} videos")
+    n_videos, n_frames = psnr.shape
+    return pd.DataFrame({"index": np.repeat(labels["index"].to_numpy(), n_frames),
+                         "class_name": np.repeat(labels["class_name"].to_numpy(), n_frames),
+                         "frame": np.tile(np.arange(n_frames), n_videos), "psnr": psnr.ravel()})
 
 
 def summarize(per_video: pd.DataFrame, group: str = "init", metrics: Sequence[str] = METRICS,

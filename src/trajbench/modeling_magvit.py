@@ -345,17 +345,21 @@ def build_model(config: MagvitConfig, seed: int) -> MagvitTokenizer:
     return model.eval()
 
 
-def estimate_tflop(config: MagvitConfig, frames: int, height: int, width: int) -> float:
-    """Encode + decode cost of one clip in TFLOP, counted by ``torch.utils.flop_counter`` on the meta device
-    (nothing is computed or allocated). About 4.47 + 6.19 TFLOP for a 17x128x128 clip of the full model."""
+def estimate_tflop(config: MagvitConfig, frames: int, height: int, width: int, *, encodes: int = 1,
+                   decodes: int = 1) -> float:
+    """Cost in TFLOP of ``encodes`` encoder and ``decodes`` decoder passes over one clip (default: one of each,
+    tokenizing it), counted by ``torch.utils.flop_counter`` on the meta device (nothing is computed or allocated).
+    About 4.47 (encode) + 6.19 (decode) TFLOP for a 17x128x128 clip of the full model."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
         model = MagvitTokenizer(config)
         video = torch.empty(1, config.in_channels, frames, height, width)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.decode(model.encode(video)[1])
-    return counter.get_total_flops() / 1e12
+    with FlopCounterMode(display=False) as encoder, torch.no_grad():
+        quantized = model.encode(video)[1]
+    with FlopCounterMode(display=False) as decoder, torch.no_grad():
+        model.decode(quantized)
+    return (encodes * encoder.get_total_flops() + decodes * decoder.get_total_flops()) / 1e12
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -53,20 +53,23 @@ def tokenize_videos(
     *,
     mode: str = "optimized",
     compile: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Token indices and reconstructions of uint8 clips ``(N, T, H, W, 3)``.
+    decode: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Token indices and reconstructions of uint8 clips ``(N, T, H, W, 3)``; ``decode=False`` only encodes (the
+    shuffled control needs tokens, not pixels) and gives ``None`` for the reconstructions.
 
     Each clip is cut into ``T / window`` consecutive windows (default: one window of all T frames) that are encoded
     and decoded independently, as the authors reconstruct long videos in windows of 17 frames. ``window`` must have
     the form ``1 + k * temporal_compression`` and T must be a whole number of windows: leftover frames are an error,
     never silently dropped. ``batch_size`` counts clips per forward pass (each brings ``T / window`` windows).
 
-    ``videos`` may be a read-only memmap: only one batch at a time is read and converted to float. The model is moved
+    ``videos`` may be a read-only memmap or a `trajbench.controls.ShuffledVideos` view: only one batch at a time is
+    read and converted to float. The model is moved
     to ``device`` (and the mode's memory format) in place and run under ``torch.inference_mode``. ``mode`` and
     ``compile``: see the module docstring and `session`.
 
     Returns ``indices`` int32 ``(N, (T / window) * T', H', W')`` (windows in time order, T' latent frames each) and
-    ``reconstructions`` uint8 ``(N, T, H, W, 3)``.
+    ``reconstructions`` uint8 ``(N, T, H, W, 3)`` (``None`` without ``decode``).
     """
     logger = logger or logging.getLogger(__name__)
     config = model.config
@@ -89,11 +92,11 @@ def tokenize_videos(
     scale = config.spatial_compression  # model.encode rejects sizes it does not divide
 
     indices = np.empty((n_clips, n_windows * latent_frames, height // scale, width // scale), dtype=np.int32)
-    reconstructions = np.empty(videos.shape, dtype=np.uint8)
+    reconstructions = np.empty(videos.shape, dtype=np.uint8) if decode else None
     # Never more clips per pass than there are: a compiled model would otherwise run padding only.
     batch_size = max(1, min(batch_size, n_clips))
     with session(model, device, dtype, batch_size, mode=mode, compile=compile, logger=logger) as run:
-        progress = Progress(n_clips, "magvit tokenize", logger)
+        progress = Progress(n_clips, "magvit tokenize" if decode else "magvit encode", logger)
         for start in range(0, n_clips, run.batch_size):
             batch = torch.from_numpy(np.array(videos[start : start + run.batch_size]))  # one batch off the memmap
             count = len(batch)
@@ -103,10 +106,11 @@ def tokenize_videos(
                 blank = clips.new_zeros(((run.batch_size - count) * n_windows, *clips.shape[1:]))
                 clips = torch.cat([clips, blank])
             quantized, tokens = run.encode(clips)
-            recon = run.decode(quantized)[: count * n_windows]
             tokens = tokens[: count * n_windows]
             indices[start : start + count] = tokens.reshape(count, -1, *tokens.shape[2:]).cpu().numpy()
-            reconstructions[start : start + count] = recon.reshape(count, frames, height, width, channels).cpu().numpy()
+            if decode:
+                recon = run.decode(quantized)[: count * n_windows].reshape(count, frames, height, width, channels)
+                reconstructions[start : start + count] = recon.cpu().numpy()
             progress.update(count)
     return indices, reconstructions
 

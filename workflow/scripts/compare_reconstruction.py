@@ -17,7 +17,14 @@ heading = "MagVit reconstruction by init" + (f" ({note})" if note else "")
 shown = table.rename(columns=lambda c: c.replace("_minus_", " − "))
 io.write_text(snakemake.output.markdown, f"**{heading}**\n\n" + compare.to_markdown(shown))
 figures.reconstruction_distributions(per_video, snakemake.output.distributions, title_note=note)
+per_frame = compare.psnr_per_frame_table(
+    {init: pd.read_csv(path) for init, path in zip(p.inits, snakemake.input.per_frame)}
+)
+io.write_csv(snakemake.output.psnr_per_frame, per_frame)
 videos, labels = render.load_dataset(snakemake.input.videos, snakemake.input.table)
+# tokenize.window (null: the whole clip) sets which frames MagVit codes on their own, one per window.
+figures.psnr_per_frame(per_frame, snakemake.output.psnr_per_frame_figure,
+                       first_frames=range(0, videos.shape[1], p.window or videos.shape[1]), title_note=note)
 recons = {init: np.load(path, mmap_mode="r") for init, path in zip(p.inits, snakemake.input.reconstructions)}
 figures.reconstruction_panel(videos, labels, recons, snakemake.output.panel, n_frames=p.panel_frames,
                              title_note=note)

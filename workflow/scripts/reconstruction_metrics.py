@@ -9,6 +9,7 @@ recons = np.load(snakemake.input.reconstructions, mmap_mode="r")
 per_video = metrics.reconstruction_metrics(videos, recons, table)
 per_video.insert(0, "init", snakemake.wildcards.init)
 io.write_csv(snakemake.output.per_video, per_video)
+io.write_csv(snakemake.output.per_frame, metrics.per_frame_table(metrics.per_frame_psnr(videos, recons), table))
 config = MagvitConfig.from_dict(snakemake.params.architecture)
 usage = metrics.codebook_usage(np.load(snakemake.input.tokens, mmap_mode="r"), config.codebook_size)
 record = {"init": snakemake.wildcards.init, "codebook_size": config.codebook_size, **usage}

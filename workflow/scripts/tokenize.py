@@ -1,4 +1,4 @@
-from trajbench import io, logs, render, runtime, weights
+from trajbench import controls, io, logs, render, runtime, weights
 from trajbench.checkpoint_magvit import load_checkpoint
 from trajbench.modeling_magvit import MagvitConfig, build_model, estimate_tflop
 from trajbench.tokenize import autocast_dtype, tokenize_videos
@@ -6,16 +6,18 @@ from trajbench.tokenize import autocast_dtype, tokenize_videos
 logger = logs.setup(snakemake.log[0])
 p = snakemake.params
 choice = runtime.load_choice(snakemake.input.env)
-videos, _ = render.load_dataset(snakemake.input.videos, snakemake.input.table)
+videos, table = render.load_dataset(snakemake.input.videos, snakemake.input.table)
 clips = range(*p.clips)
 logger.info("shard %s: clips %d..%d of %d", snakemake.wildcards.shard, clips.start, clips.stop - 1, len(videos))
 videos = videos[clips.start : clips.stop]
+# The shuffled control: the same clips, frames in the order labels.csv records (checked before any model work).
+shuffled = controls.ShuffledVideos(videos, controls.read_orders(table, videos.shape[1])[clips.start : clips.stop])
 config = MagvitConfig.from_dict(p.model_cfg.get("architecture", {}))
 runtime.check_cpu_budget(
     choice.device,
-    len(videos) * estimate_tflop(config, videos.shape[1], videos.shape[2], videos.shape[3]),
+    len(videos) * estimate_tflop(config, videos.shape[1], videos.shape[2], videos.shape[3], encodes=2),
     p.allow_slow_cpu,
-    f"MagVit ({snakemake.wildcards.init}) encode+decode of {len(videos)} clips",
+    f"MagVit ({snakemake.wildcards.init}) encode+decode of {len(videos)} clips and encode of them shuffled",
 )
 if snakemake.wildcards.init == "pretrained":
     manifest = weights.verify(snakemake.input.manifest)  # a corrupt file stops the job before the model loads
@@ -25,20 +27,21 @@ elif snakemake.wildcards.init == "finetuned":
 else:
     model = build_model(config, seed=p.tokenize["random_seed"])
 dtype = autocast_dtype(p.tokenize["dtype"], choice.device, choice.dtype)
+settings = dict(
+    batch_size=p.tokenize["batch_size"],
+    device=choice.device,
+    dtype=dtype,
+    window=p.tokenize["window"],
+    logger=logger,
+    mode=p.tokenize["mode"],
+    compile=p.tokenize["compile"],
+)
 with runtime.cpu_threads(choice.device):
-    indices, reconstructions = tokenize_videos(
-        model,
-        videos,
-        batch_size=p.tokenize["batch_size"],
-        device=choice.device,
-        dtype=dtype,
-        window=p.tokenize["window"],
-        logger=logger,
-        mode=p.tokenize["mode"],
-        compile=p.tokenize["compile"],
-    )
+    indices, reconstructions = tokenize_videos(model, videos, **settings)
+    shuffled_indices, _ = tokenize_videos(model, shuffled, **settings, decode=False)
 io.save_npy(snakemake.output.tokens, indices)
 io.save_npy(snakemake.output.reconstructions, reconstructions)
+io.save_npy(snakemake.output.tokens_shuffled, shuffled_indices)
 io.write_json(
     snakemake.output.meta,
     {
@@ -51,5 +54,6 @@ io.write_json(
         "mode": p.tokenize["mode"],
         "compile": p.tokenize["compile"],
         "clips": [clips.start, clips.stop],
+        "shuffled": f"encoded, frames permuted per labels.csv {controls.COLUMN}",
     },
 )
