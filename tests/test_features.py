@@ -1,4 +1,5 @@
-"""Feature extractors on tiny transformers models saved in tmp folders, hand-made tokens and toy labels."""
+"""Feature extractors on tiny transformers models saved in tmp folders, hand-made tokens and toy labels: features and
+token grids of both controls (the clips as rendered and frame-shuffled)."""
 
 import os
 
@@ -24,10 +25,11 @@ from transformers import (
     VideoMAEModel,
 )
 
+from trajbench import controls
 from trajbench.features import extract_features
-from trajbench.models.base import FeatureError, even_indices
-from trajbench.models.magvit import token_histogram, unpack_bits
 from trajbench.io import write_json
+from trajbench.models.base import FeatureError
+from trajbench.models.magvit import token_histogram, unpack_bits
 
 N, T, H, W = 6, 5, 24, 24
 VIDEOMAE_MEAN, VIDEOMAE_STD = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]  # not the defaults: meta must show them
@@ -88,7 +90,18 @@ def _labels(n, t, seed=0):
     table = {"index": np.arange(n), "label": label, "class_name": np.array(["right", "left", "down"])[label]}
     table.update({f"x_{i}": xy[:, i, 0] for i in range(t)})
     table.update({f"y_{i}": xy[:, i, 1] for i in range(t)})
+    table[controls.COLUMN] = [controls.format_order(controls.frame_permutation(seed, i, t)) for i in range(n)]
     return pd.DataFrame(table)
+
+
+def _features(*args, control="ordered", **kwargs):
+    """One control's features of `extract_features`."""
+    return extract_features(*args, **kwargs)[0][control][0]
+
+
+def _frames_permuted(ordered, orders):
+    """Per-frame arrays (N, T, ...) with clip n's position p taken from frame ``orders[n, p]``."""
+    return np.take_along_axis(ordered, orders.reshape(orders.shape + (1,) * (ordered.ndim - 2)), axis=1)
 
 
 def _edit_checkpoint(src, dst, drop=(), add=None):
@@ -104,31 +117,48 @@ def _edit_checkpoint(src, dst, drop=(), add=None):
 # --- VideoMAE ------------------------------------------------------------------------------------------------------
 
 
+def _videomae_by_hand(folder, clips):
+    """The folder's processor on the clips' first 4 frames (num_frames), the encoder: its last hidden state."""
+    processor = VideoMAEImageProcessor.from_pretrained(folder)
+    model = VideoMAEModel.from_pretrained(folder).eval()
+    with torch.inference_mode():
+        pixel_values = processor([list(clip) for clip in clips[:, :4]], return_tensors="pt")["pixel_values"]
+        return model(pixel_values=pixel_values).last_hidden_state.numpy()
+
+
 def test_videomae_matches_manual_pipeline_and_records_meta(videos, labels, videomae_dir, tmp_path):
-    features, meta = extract_features("videomae", "pretrained", videos, labels, {}, weights_dir=videomae_dir,
-                                      batch_size=4)  # fmt: skip
+    outputs, meta = extract_features("videomae", "pretrained", videos, labels, {}, weights_dir=videomae_dir,
+                                     batch_size=4)  # fmt: skip
+    features, grid = outputs["ordered"]
     assert features.shape == (N, 32) and features.dtype == np.float32
-    frames = [0, 1, 3, 4]  # 4 of 5 frames, evenly, rounding half up
-    assert meta["frames"] == frames
+    assert meta["frames"] == [0, 1, 2, 3]  # num_frames=4 of 5: the first four, contiguous
     pre = meta["preprocessing"]
     assert (pre["image_mean"], pre["image_std"]) == (VIDEOMAE_MEAN, VIDEOMAE_STD)
     assert pre["crop_size"] == {"height": 32, "width": 32} and pre["pixel_values_shape_per_clip"] == [4, 3, 32, 32]
     assert meta["attn_implementation"] == "sdpa" and meta["dim"] == 32 and meta["dtype"] == "float32"
+    assert meta["grid"]["shape"] == [2, 4, 32] and meta["grid"]["tokens"] == [2, 2, 2, 32]
+    assert meta["controls"] == {c: {"dim": 32, "grid_shape": [2, 4, 32]} for c in controls.CONTROLS}
     write_json(tmp_path / "meta.json", meta)  # meta must be JSON-serialisable as it stands
     assert json.loads((tmp_path / "meta.json").read_text())["preprocessing"] == pre
 
-    # The same numbers by hand: the folder's processor on the sampled frames, the encoder, the mean of all tokens.
-    processor = VideoMAEImageProcessor.from_pretrained(videomae_dir)
-    model = VideoMAEModel.from_pretrained(videomae_dir).eval()
-    with torch.inference_mode():
-        pixel_values = processor([list(clip) for clip in videos[:, frames]], return_tensors="pt")["pixel_values"]
-        expected = model(pixel_values=pixel_values).last_hidden_state.mean(dim=1).numpy()
-    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+    # The same numbers by hand: the mean of all tokens; the grid is the tokens as (tubelet, patch row x column).
+    hidden = _videomae_by_hand(videomae_dir, videos)
+    np.testing.assert_allclose(features, hidden.mean(axis=1), rtol=1e-5, atol=1e-6)
+    assert grid.dtype == np.float16
+    np.testing.assert_allclose(grid, hidden.reshape(N, 2, 4, 32), rtol=1e-3, atol=1e-3)
+    # The shuffled control: the same pipeline on the frame-shuffled clips, whose first four positions it sees.
+    orders = controls.read_orders(labels, T)
+    shuffled = _videomae_by_hand(videomae_dir, controls.shuffle_frames(videos, orders))
+    np.testing.assert_allclose(outputs["shuffled"][0], shuffled.mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outputs["shuffled"][1], shuffled.reshape(N, 2, 4, 32), rtol=1e-3, atol=1e-3)
+    # Pooled to one spatial token per tubelet: the mean of its 2 x 2 patches.
+    _, pooled = extract_features("videomae", "pretrained", videos, labels, {}, weights_dir=videomae_dir,
+                                 grid_side=1)[0]["ordered"]  # fmt: skip
+    np.testing.assert_allclose(pooled, hidden.reshape(N, 2, 4, 32).mean(axis=2, keepdims=True), atol=1e-3)
 
 
 def test_videomae_deterministic_and_random_differs(videos, labels, videomae_dir):
-    run = lambda init, seed=0: extract_features("videomae", init, videos, labels, {}, weights_dir=videomae_dir,
-                                                seed=seed)[0]  # fmt: skip
+    run = lambda init, seed=0: _features("videomae", init, videos, labels, {}, weights_dir=videomae_dir, seed=seed)
     pretrained, random_a, random_b = run("pretrained"), run("random"), run("random")
     assert pretrained.tobytes() == run("pretrained").tobytes()
     assert random_a.tobytes() == random_b.tobytes()
@@ -137,18 +167,21 @@ def test_videomae_deterministic_and_random_differs(videos, labels, videomae_dir)
 
 
 def test_videomae_batch_size_does_not_change_features(videos, labels, videomae_dir):
-    a = extract_features("videomae", "pretrained", videos, labels, {}, weights_dir=videomae_dir, batch_size=1)[0]
-    b = extract_features("videomae", "pretrained", videos, labels, {}, weights_dir=videomae_dir, batch_size=6)[0]
+    a = _features("videomae", "pretrained", videos, labels, {}, weights_dir=videomae_dir, batch_size=1)
+    b = _features("videomae", "pretrained", videos, labels, {}, weights_dir=videomae_dir, batch_size=6)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("model_name", ["videomae", "oracle"])
+@pytest.mark.parametrize("model_name", ["videomae", "pixels"])
 def test_shards_give_the_same_bytes_as_one_job(model_name, videos, labels, videomae_dir):
     run = lambda **kw: extract_features(model_name, "pretrained" if model_name == "videomae" else "none", videos,
                                         labels, {}, weights_dir=videomae_dir, batch_size=2, **kw)  # fmt: skip
     whole, meta = run()
     parts = [run(clips=range(0, 2)), run(clips=range(2, 6))]
-    assert np.concatenate([p[0] for p in parts]).tobytes() == whole.tobytes()
+    for control in controls.CONTROLS:
+        for array in (0, 1):  # features, grid
+            joined = np.concatenate([part[0][control][array] for part in parts])
+            assert joined.tobytes() == whole[control][array].tobytes()
     assert [p[1]["clips"] for p in parts] == [[0, 2], [2, 6]] and meta["clips"] == [0, N]
     with pytest.raises(FeatureError, match="not a consecutive range within the 6 videos"):
         run(clips=range(4, 8))
@@ -170,46 +203,62 @@ def test_videomae_missing_tensor_is_an_error(videos, labels, videomae_dir, tmp_p
         extract_features("videomae", "pretrained", videos[:1], labels[:1], {}, weights_dir=broken)
 
 
-def test_videomae_frames_option_must_match_model(videos, labels, videomae_dir):
-    with pytest.raises(FeatureError, match="num_frames=4"):
-        extract_features("videomae", "pretrained", videos, labels, {"frames": 16}, weights_dir=videomae_dir)
+def test_videomae_needs_num_frames_frames(videos, labels, videomae_dir):
+    with pytest.raises(FeatureError, match="num_frames=4 .* but the clips have 3 frames"):
+        extract_features("videomae", "pretrained", np.ascontiguousarray(videos[:, :3]), _labels(N, 3), {},
+                         weights_dir=videomae_dir)  # fmt: skip
+    with pytest.raises(FeatureError, match=r"unknown option\(s\) \['frames'\] for family videomae"):
+        extract_features("videomae", "pretrained", videos, labels, {"frames": 4}, weights_dir=videomae_dir)
 
 
 # --- CLIP ----------------------------------------------------------------------------------------------------------
 
 
-def test_clip_concat_mean_matches_per_frame_embeddings(videos, labels, clip_dir):
-    features, meta = extract_features("clip", "pretrained", videos, labels, {"frames": 3}, weights_dir=clip_dir)
-    assert features.shape == (N, 4 * 16) and features.dtype == np.float32
-    assert meta["frames"] == [0, 2, 4] and meta["preprocessing"]["pixel_values_shape_per_clip"] == [3, 3, 32, 32]
-
-    # By hand through the full CLIPModel: projection of the pooled vision output, frame by frame.
-    processor = CLIPImageProcessor.from_pretrained(clip_dir)
-    model = CLIPModel.from_pretrained(clip_dir).eval()
-    frames = videos[:, [0, 2, 4]].reshape(-1, H, W, 3)
+def _clip_by_hand(folder, frames):
+    """Projection of the pooled vision output and the vision tower's patch tokens, through the full CLIPModel."""
+    processor = CLIPImageProcessor.from_pretrained(folder)
+    model = CLIPModel.from_pretrained(folder).eval()
     with torch.inference_mode():
         pixel_values = processor(list(frames), return_tensors="pt")["pixel_values"]
-        embeds = model.visual_projection(model.vision_model(pixel_values=pixel_values).pooler_output)
-    embeds = embeds.reshape(N, 3, 16).numpy()
+        hidden = model.vision_model(pixel_values=pixel_values)
+        return model.visual_projection(hidden.pooler_output).numpy(), hidden.last_hidden_state[:, 1:].numpy()
+
+
+def test_clip_concat_mean_matches_per_frame_embeddings(videos, labels, clip_dir):
+    outputs, meta = extract_features("clip", "pretrained", videos, labels, {"frames": 3}, weights_dir=clip_dir)
+    features, grid = outputs["ordered"]
+    assert features.shape == (N, 4 * 16) and features.dtype == np.float32
+    assert meta["frames"] == [0, 1, 2] and meta["preprocessing"]["pixel_values_shape_per_clip"] == [3, 3, 32, 32]
+    assert meta["grid"]["shape"] == [3, 4, 32]
+
+    # By hand, frame by frame: the first three frames, their embeddings in order, then their mean.
+    embeds, patches = _clip_by_hand(clip_dir, videos[:, :3].reshape(-1, H, W, 3))
+    embeds = embeds.reshape(N, 3, 16)
     expected = np.concatenate([embeds.reshape(N, -1), embeds.mean(axis=1)], axis=1)
     np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+    # The grid: each frame's 2 x 2 patch tokens (the CLS token dropped).
+    np.testing.assert_allclose(grid, patches.reshape(N, 3, 4, 32), rtol=1e-3, atol=1e-3)
+    every = _features("clip", "pretrained", videos, labels, {}, weights_dir=clip_dir)
+    assert every.shape == (N, (T + 1) * 16)  # by default every frame
+    np.testing.assert_allclose(every[:, : 3 * 16], features[:, : 3 * 16], rtol=1e-5, atol=1e-6)
+    with pytest.raises(FeatureError, match=r"options.frames must be null \(every frame\) or an int in 1..5"):
+        extract_features("clip", "pretrained", videos, labels, {"frames": 6}, weights_dir=clip_dir)
 
 
 def test_clip_pooling_keeps_order(videos, labels, clip_dir):
     def run(clips, pooling):
-        options = {"frames": 3, "pooling": pooling}
-        return extract_features("clip", "pretrained", clips, labels, options, weights_dir=clip_dir)[0]
+        return _features("clip", "pretrained", clips, labels, {"pooling": pooling}, weights_dir=clip_dir)
 
     reversed_videos = np.ascontiguousarray(videos[:, ::-1])
     forward, backward = run(videos, "concat_mean"), run(reversed_videos, "concat_mean")
     assert not np.allclose(forward, backward, atol=1e-3)
     # Reversal permutes the frame blocks and leaves their mean alone.
-    np.testing.assert_allclose(forward[:, :16], backward[:, 32:48], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(forward[:, 48:], backward[:, 48:], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(forward[:, :16], backward[:, 64:80], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(forward[:, 80:], backward[:, 80:], rtol=1e-5, atol=1e-6)
     mean_forward, mean_backward = run(videos, "mean"), run(reversed_videos, "mean")
     assert mean_forward.shape == (N, 16)
     np.testing.assert_allclose(mean_forward, mean_backward, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(mean_forward, forward[:, 48:], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mean_forward, forward[:, 80:], rtol=1e-5, atol=1e-6)
 
 
 def test_clip_text_tower_and_stale_buffers_allowed(videos, labels, clip_dir, tmp_path, caplog):
@@ -230,7 +279,7 @@ def test_clip_unknown_unexpected_tensor_is_an_error(videos, labels, clip_dir, tm
 
 
 def test_clip_random_init_deterministic_and_differs(videos, labels, clip_dir):
-    run = lambda init: extract_features("clip", init, videos, labels, {"pooling": "mean"}, weights_dir=clip_dir)[0]
+    run = lambda init: _features("clip", init, videos, labels, {"pooling": "mean"}, weights_dir=clip_dir)
     random_a = run("random")
     assert random_a.tobytes() == run("random").tobytes()
     assert not np.allclose(random_a, run("pretrained"), atol=1e-3)
@@ -244,10 +293,17 @@ BITS = {0: [-1, -1, -1], 1: [1, -1, -1], 2: [-1, 1, -1], 3: [1, 1, -1], 4: [-1, 
         6: [-1, 1, 1], 7: [1, 1, 1]}  # fmt: skip
 
 
-def _magvit(pooling, **options):
+# The tokenizer's tokens of the shuffled clips (here: the latent frames swapped), as the tokenize stage writes them.
+TOKENS_SHUFFLED = np.ascontiguousarray(TOKENS[:, ::-1])
+
+
+def _magvit(pooling, control="ordered", grid_side=4, **options):
+    """One control's features, and the meta."""
     videos = np.zeros((2, 5, 4, 4, 3), np.uint8)
     options = {"z_channels": 3, "pooling": pooling, **options}
-    return extract_features("magvit", "pretrained", videos, _labels(2, 5), options, tokens=TOKENS, batch_size=1)
+    outputs, meta = extract_features("magvit", "pretrained", videos, _labels(2, 5), options, tokens=TOKENS,
+                                     tokens_shuffled=TOKENS_SHUFFLED, batch_size=1, grid_side=grid_side)  # fmt: skip
+    return outputs[control][0], meta
 
 
 def test_magvit_bits_exact():
@@ -255,7 +311,9 @@ def test_magvit_bits_exact():
     features, meta = _magvit("flatten")
     expected = [sum((BITS[int(i)] for i in clip.ravel()), []) for clip in TOKENS]
     assert features.dtype == np.float32 and features.tolist() == expected
-    assert meta["token_grid"] == [2, 1, 2] and meta["dim"] == 12
+    assert meta["token_grid"] == [2, 1, 2] and meta["dim"] == 12 and meta["frames"] == [0, 1, 2, 3, 4]
+    shuffled, _ = _magvit("flatten", control="shuffled")  # from the shuffled clips' own tokens
+    assert shuffled.tolist() == [sum((BITS[int(i)] for i in clip.ravel()), []) for clip in TOKENS_SHUFFLED]
 
 
 def test_magvit_poolings_exact():
@@ -263,6 +321,33 @@ def test_magvit_poolings_exact():
     assert mean_time.tolist() == [[1, 0, 1, -1, 0, -1], [1, 0, -1, -1, 0, 1]]
     mean_space, _ = _magvit("mean_space")  # per t: mean over (h, w)
     assert mean_space.tolist() == [[0, -1, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0]]
+
+
+def test_magvit_grid_is_the_pooled_bits():
+    videos = np.zeros((2, 5, 4, 4, 3), np.uint8)
+    run = lambda side: extract_features("magvit", "random", videos, _labels(2, 5), {"z_channels": 3}, tokens=TOKENS,
+                                        tokens_shuffled=TOKENS_SHUFFLED, grid_side=side)  # fmt: skip
+    outputs, meta = run(4)
+    # H' x W' = 1 x 2 fits the grid: one token per latent position, its bits as they are.
+    bits = [[[BITS[int(i)] for i in frame.ravel()] for frame in clip] for clip in TOKENS]
+    assert outputs["ordered"][1].dtype == np.float16 and outputs["ordered"][1].tolist() == bits
+    assert meta["grid"]["shape"] == [2, 2, 3]
+    bits_shuffled = [[[BITS[int(i)] for i in frame.ravel()] for frame in clip] for clip in TOKENS_SHUFFLED]
+    assert outputs["shuffled"][1].tolist() == bits_shuffled
+    # Pooled to 1 x 1: the mean of the two tokens' bits per latent frame (= the mean_space features).
+    outputs, meta = run(1)
+    assert outputs["ordered"][1].tolist() == [[[[0, -1, 0]], [[0, 1, 0]]], [[[0, 0, 0]], [[0, 0, 0]]]]
+    assert meta["grid"] == {"shape": [2, 1, 3], "tokens": [2, 1, 2, 3], "pooled_to": [1, 1],
+                            "holds": "each token's ±1 bits, pooled in space"}  # fmt: skip
+
+
+def test_magvit_needs_the_shuffled_clips_tokens():
+    videos = np.zeros((2, 5, 4, 4, 3), np.uint8)
+    with pytest.raises(FeatureError, match="got only tokens; rerun rule tokenize"):
+        extract_features("magvit", "random", videos, _labels(2, 5), {"z_channels": 3}, tokens=TOKENS)
+    with pytest.raises(FeatureError, match=r"tokens_shuffled \(2, 1, 1, 1\) differ in shape from tokens \(2, 2,"):
+        extract_features("magvit", "random", videos, _labels(2, 5), {"z_channels": 3}, tokens=TOKENS,
+                         tokens_shuffled=TOKENS[:, :1, :, :1])  # fmt: skip
 
 
 def test_magvit_histogram():
@@ -281,66 +366,84 @@ def test_magvit_histogram():
 
 def test_magvit_rejects_indices_beyond_z_channels():
     videos = np.zeros((2, 5, 4, 4, 3), np.uint8)
-    with pytest.raises(FeatureError, match=r"outside 0\.\.3 for z_channels=2"):
-        extract_features("magvit", "random", videos, _labels(2, 5), {"z_channels": 2}, tokens=TOKENS)
+    tokens = {"tokens": TOKENS, "tokens_shuffled": TOKENS_SHUFFLED}
+    with pytest.raises(FeatureError, match=r"ordered tokens of clips 0\.\.1 span 0\.\.7, outside 0\.\.3 for z_chann"):
+        extract_features("magvit", "random", videos, _labels(2, 5), {"z_channels": 2}, **tokens)
     with pytest.raises(FeatureError, match="z_channels must be"):
-        extract_features("magvit", "random", videos, _labels(2, 5), {}, tokens=TOKENS)
+        extract_features("magvit", "random", videos, _labels(2, 5), {}, **tokens)
 
 
-# --- pixels, oracle, validation ------------------------------------------------------------------------------------
+# --- pixels, the shuffled control, grids, validation ---------------------------------------------------------------
 
 
-def test_pixels_area_downsampling_exact():
+def test_pixels_area_downsampling_and_grid_exact():
     rng = np.random.default_rng(3)
-    small = rng.integers(0, 256, (2, 3, 2, 2, 3), dtype=np.uint8)
-    videos = small.repeat(2, axis=2).repeat(2, axis=3)  # 4x4 frames made of constant 2x2 blocks
-    features, meta = extract_features("pixels", "none", videos, _labels(2, 3), {"size": 2}, batch_size=1)
-    assert features.shape == (2, 3 * 2 * 2 * 3) and meta["size"] == [2, 2]
-    np.testing.assert_allclose(features, small.reshape(2, -1) / 255.0, rtol=1e-6)
-    again, _ = extract_features("pixels", "none", videos, _labels(2, 3), {"size": 2}, batch_size=2)
-    assert again.tobytes() == features.tobytes()
+    videos = rng.integers(0, 256, (2, 3, 8, 8, 3), dtype=np.uint8)
+    outputs, meta = extract_features("pixels", "none", videos, _labels(2, 3), {"size": 4}, batch_size=1,
+                                     grid_side=2)  # fmt: skip
+    features, grid = outputs["ordered"]
+    # By hand: each downsampled pixel is the average of its 2 x 2 block of the 8 x 8 frame.
+    small = videos.reshape(2, 3, 4, 2, 4, 2, 3).mean(axis=(3, 5)) / 255.0
+    assert features.shape == (2, 3 * 4 * 4 * 3) and meta["size"] == [4, 4]
+    np.testing.assert_allclose(features, small.reshape(2, -1), rtol=1e-6)
+    # The grid: 2 x 2 patches of 2 x 2 downsampled pixels; a token is its patch's pixels in (y, x, rgb) order.
+    patches = [[[small[n, t, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2].ravel() for r in range(2) for c in range(2)]
+                for t in range(3)] for n in range(2)]  # fmt: skip
+    assert grid.dtype == np.float16 and meta["grid"]["shape"] == [3, 4, 12]
+    np.testing.assert_allclose(grid, np.array(patches), rtol=1e-3)
+    again = extract_features("pixels", "none", videos, _labels(2, 3), {"size": 4}, batch_size=2, grid_side=2)[0]
+    assert again["ordered"][0].tobytes() == features.tobytes() and again["ordered"][1].tobytes() == grid.tobytes()
+    with pytest.raises(FeatureError, match=r"size=\[6, 6\] does not split into a 4 x 4 grid of equal patches"):
+        extract_features("pixels", "none", videos, _labels(2, 3), {"size": 6})
 
 
-def test_oracle_exact_values_and_trivially_separable():
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def _per_frame_family(family, tmp_path, clip_dir):
+    """(name, init, options, weights_dir, frame width D) of a model whose features are per-frame, concat_mean."""
+    if family == "pixels":
+        return "none", {"size": 8}, None, 8 * 8 * 3
+    if family == "clip":
+        return "pretrained", {}, clip_dir, 16
+    from trajbench.models import dinov2
 
-    n, t = 120, 5
-    labels = _labels(n, t, seed=4)
-    videos = np.zeros((n, t, 32, 16, 3), np.uint8)  # frame H=32, W=16
-    features, meta = extract_features("oracle", "none", videos, labels, None)
-    kinematic = 2 * t + 2 * (t - 1) + 2 * (t - 2)
-    assert features.shape == (n, kinematic + (t - 1) + 3 * (t - 2) + 4 * 4 + 1)
-    x = labels[[f"x_{i}" for i in range(t)]].to_numpy()[0] / 16
-    y = labels[[f"y_{i}" for i in range(t)]].to_numpy()[0] / 32
-    expected = np.concatenate([x, y, np.diff(x), np.diff(y), np.diff(x, 2), np.diff(y, 2)])
-    np.testing.assert_allclose(features[0, :kinematic], expected, rtol=1e-6, atol=1e-7)
-    assert not features[:, kinematic - 2 * (t - 2) : kinematic].any()  # linear tracks: exact zeros, not noise
-    train = np.arange(n) < n // 2
-    probe = make_pipeline(StandardScaler(), LogisticRegression()).fit(features[train], labels["label"][train])
-    assert probe.score(features[~train], labels["label"][~train]) == 1.0
-    assert meta["frame_size"] == [32, 16]
+    return "pretrained", {}, dinov2.write_standin(tmp_path / "dinov2", {}, seed=5), 32
 
 
-def test_oracle_separates_the_rendered_motion_classes():
-    """On the real renderer's videos the oracle must show the task is learnable by a linear probe."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+@pytest.mark.parametrize("family", ["pixels", "clip", "dinov2"])
+def test_per_frame_shuffled_control_is_the_ordered_frames_permuted(family, videos, labels, clip_dir, tmp_path):
+    init, options, folder, width = _per_frame_family(family, tmp_path, clip_dir)
+    outputs, meta = extract_features(family, init, videos, labels, options, weights_dir=folder, batch_size=4)
+    assert meta["frames"] == list(range(T)) and meta["controls"]["shuffled"] == meta["controls"]["ordered"]
+    orders = controls.read_orders(labels, T)
+    (ordered, ordered_grid), (shuffled, shuffled_grid) = outputs["ordered"], outputs["shuffled"]
+    # Clip n's frame embedding at position p is that of frame orders[n, p]; pixels: the same bytes.
+    per_frame = lambda features: features[:, : T * width].reshape(N, T, width)
+    expected = _frames_permuted(per_frame(ordered), orders)
+    tolerance = {"rtol": 0, "atol": 0} if family == "pixels" else {"rtol": 1e-5, "atol": 1e-6}
+    np.testing.assert_allclose(per_frame(shuffled), expected, **tolerance)
+    if family != "pixels":  # concat_mean: the mean of the frames, which shuffling leaves alone
+        assert ordered.shape == (N, (T + 1) * width)
+        np.testing.assert_allclose(shuffled[:, T * width :], ordered[:, T * width :], rtol=1e-5, atol=1e-6)
+        assert not np.allclose(shuffled, ordered, atol=1e-3)
+    np.testing.assert_allclose(shuffled_grid, _frames_permuted(ordered_grid, orders), rtol=1e-3, atol=1e-3)
 
-    from trajbench import render
 
-    cfg = render.DatasetConfig.from_dict(dict(classes=list(render.TRAJECTORIES), videos_per_class=40, frames=17,
-                                              size=64, seed=3))
-    rendered = [render.render_video(cfg, i) for i in range(cfg.num_videos)]
-    labels = pd.DataFrame([render._table_row(v) for v in rendered])
-    videos = np.zeros((cfg.num_videos, cfg.frames, cfg.size, cfg.size, 3), np.uint8)  # the oracle reads labels only
-    features, _ = extract_features("oracle", "none", videos, labels, None)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
-    accuracy = cross_val_score(probe, features, labels["label"], cv=4).mean()
-    assert accuracy > 0.8, accuracy  # chance is 1/9; measured 0.89 when written
+@pytest.mark.parametrize("family", ["pixels", "clip", "dinov2", "videomae", "vjepa2", "magvit"])
+def test_grids_are_float16_with_at_most_grid_side_squared_tokens(family, videos, labels, tmp_path):
+    from trajbench.models import registry
+
+    kwargs = {}
+    if family == "magvit":
+        tokens = np.random.default_rng(0).integers(0, 2**18, (N, 2, 6, 6), dtype=np.int32)
+        kwargs = dict(options={"z_channels": 18}, tokens=tokens, tokens_shuffled=tokens[:, ::-1])
+    elif family != "pixels":
+        kwargs["weights_dir"] = registry.get(family).write_standin(tmp_path / family, {}, seed=0)
+    init = "none" if family == "pixels" else "random"
+    outputs, meta = extract_features(family, init, videos, labels, kwargs.pop("options", {}), grid_side=2, **kwargs)
+    for control, (features, grid) in outputs.items():
+        assert grid.dtype == np.float16 and features.dtype == np.float32
+        assert grid.shape[2] <= 4 and list(grid.shape[1:]) == meta["grid"]["shape"]
+        assert meta["controls"][control] == {"dim": features.shape[1], "grid_shape": list(grid.shape[1:])}
+    assert meta["grid_side"] == 2
 
 
 def test_input_validation(videos, labels):
@@ -349,11 +452,13 @@ def test_input_validation(videos, labels):
     with pytest.raises(FeatureError, match=r"unknown option\(s\) \['sise'\] for family pixels"):
         extract_features("pixels", "none", videos, labels, {"sise": 8})
     with pytest.raises(FeatureError, match="labels has 5 rows but there are 6 videos"):
-        extract_features("oracle", "none", videos, labels[:5], {})
+        extract_features("pixels", "none", videos, labels[:5], {})
     with pytest.raises(FeatureError, match="no config.json"):
         extract_features("clip", "random", videos, labels, {}, weights_dir=None)
-    assert even_indices(17, 16).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16]
-    assert even_indices(2, 3).tolist() == [0, 1, 1]
+    with pytest.raises(FeatureError, match="labels lack column 'shuffled_frames'.*rerun rule render_videos"):
+        extract_features("pixels", "none", videos, labels.drop(columns=controls.COLUMN), {})
+    with pytest.raises(FeatureError, match=r"grid_side \(features.grid\) must be >= 1, got 0"):
+        extract_features("pixels", "none", videos, labels, {}, grid_side=0)
 
 
 # --- the families added through the registry: DINOv2, V-JEPA 2, a fine-tuned VideoMAE --------------------------------
@@ -365,16 +470,25 @@ def test_dinov2_concat_mean_matches_per_frame_cls_embeddings(videos, labels, tmp
     from trajbench.models import dinov2
 
     folder = dinov2.write_standin(tmp_path / "dinov2", {}, seed=5)
-    features, meta = extract_features("dinov2", "pretrained", videos, labels, {"frames": 3}, weights_dir=folder)
-    assert features.shape == (N, 4 * 32) and meta["frames"] == [0, 2, 4] and meta["family"] == "dinov2"
+    outputs, meta = extract_features("dinov2", "pretrained", videos, labels, {"frames": 3}, weights_dir=folder,
+                                     grid_side=2)  # fmt: skip
+    features, grid = outputs["ordered"]
+    assert features.shape == (N, 4 * 32) and meta["frames"] == [0, 1, 2] and meta["family"] == "dinov2"
     assert meta["checkpoint_kind"] == "Dinov2Model"
     processor = BitImageProcessor.from_pretrained(folder)
     model = Dinov2Model.from_pretrained(folder).eval()
     with torch.inference_mode():
-        pixel_values = processor(list(videos[:, [0, 2, 4]].reshape(-1, H, W, 3)), return_tensors="pt")["pixel_values"]
-        embeds = model(pixel_values=pixel_values).pooler_output.reshape(N, 3, 32).numpy()
+        pixel_values = processor(list(videos[:, :3].reshape(-1, H, W, 3)), return_tensors="pt")["pixel_values"]
+        output = model(pixel_values=pixel_values)
+    embeds = output.pooler_output.reshape(N, 3, 32).numpy()
     expected = np.concatenate([embeds.reshape(N, -1), embeds.mean(axis=1)], axis=1)
     np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+    # The grid: each frame's 4 x 4 patch tokens (CLS dropped) averaged over 2 x 2 blocks to 2 x 2.
+    patches = output.last_hidden_state[:, 1:].numpy().reshape(N, 3, 2, 2, 2, 2, 32).mean(axis=(3, 5))
+    assert meta["grid"] == {"shape": [3, 4, 32], "tokens": [3, 4, 4, 32], "pooled_to": [2, 2],
+                            "holds": "each frame's patch tokens of last_hidden_state (after the final layernorm) "
+                                     "(CLS and register tokens dropped), pooled in space"}  # fmt: skip
+    np.testing.assert_allclose(grid, patches.reshape(N, 3, 4, 32), rtol=1e-3, atol=1e-3)
 
 
 def test_vjepa2_preprocessing_numbers():
@@ -403,14 +517,18 @@ def test_vjepa2_features_are_the_encoder_mean_over_every_even_frame(videos, labe
     from trajbench.models import vjepa2
 
     folder = vjepa2.write_standin(tmp_path / "vjepa2", {"crop_size": 24}, seed=5)
-    features, meta = extract_features("vjepa2", "pretrained", videos, labels, {}, weights_dir=folder, batch_size=4)
+    outputs, meta = extract_features("vjepa2", "pretrained", videos, labels, {}, weights_dir=folder, batch_size=4)
+    features, grid = outputs["ordered"]
     assert meta["frames"] == [0, 1, 2, 3] and meta["checkpoint_kind"] == "VJEPA2Model"  # T=5: the even 4, contiguous
     settings = vjepa2.preprocessing(type("R", (), {"weights_dir": folder, "model_name": "vjepa2"}))
     model = VJEPA2Model.from_pretrained(folder).eval()
     with torch.inference_mode():
         pixel_values = vjepa2.preprocess(torch.from_numpy(videos[:, :4].copy()), settings)
-        hidden = model(pixel_values_videos=pixel_values, skip_predictor=True).last_hidden_state
-    np.testing.assert_allclose(features, hidden.mean(dim=1).numpy(), rtol=1e-5, atol=1e-5)
+        hidden = model(pixel_values_videos=pixel_values, skip_predictor=True).last_hidden_state.numpy()
+    np.testing.assert_allclose(features, hidden.mean(axis=1), rtol=1e-5, atol=1e-5)
+    # The grid: 2 tubelets x 3 x 3 patches (24 / 8), which fit the 4 x 4 grid unpooled.
+    assert meta["grid"]["shape"] == [2, 9, 32]
+    np.testing.assert_allclose(grid, hidden.reshape(N, 2, 9, 32), rtol=1e-3, atol=1e-3)
     with pytest.raises(FeatureError, match="multiple of its tubelet size 2"):
         extract_features("vjepa2", "random", videos, labels, {"frames": 3}, weights_dir=folder)
 
@@ -421,8 +539,8 @@ def test_a_finetuned_videomae_checkpoint_loads_its_encoder_and_says_what_it_is(v
     folder = videomae.write_standin(
         tmp_path / "k400", {"architectures": ["VideoMAEForVideoClassification"], "num_labels": 9}, seed=5)
     with caplog.at_level(logging.INFO):
-        features, meta = extract_features("videomae", "pretrained", videos[:2], labels[:2], {}, weights_dir=folder,
-                                          model_name="videomae_k400")
+        _, meta = extract_features("videomae", "pretrained", videos[:2], labels[:2], {}, weights_dir=folder,
+                                   model_name="videomae_k400")
     assert meta["model"] == "videomae_k400" and meta["family"] == "videomae"
     assert meta["checkpoint_kind"] == "VideoMAEForVideoClassification"
     assert meta["ignored_checkpoint_tensors"] == {"classifier": 2, "fc_norm": 2}

@@ -68,3 +68,28 @@ def test_merge_refuses_gaps_mixed_runs_and_mismatched_arrays(tmp_path):
     with pytest.raises(ValueError, match=r"shards cover clips 0..8, the dataset has 9"):
         shards.merge({}, meta_paths, tmp_path / "m.json", 9, "features (x)")
     assert not (tmp_path / "out.npy").exists() and not (tmp_path / "m.json").exists()  # nothing half-written
+
+
+def test_merge_of_features_and_float16_grids_of_both_controls(tmp_path):
+    """A feature job's four arrays (features float32, token grids float16, per control) merge back to the whole."""
+    rng = np.random.default_rng(1)
+    whole = {"ordered": rng.normal(size=(6, 5)).astype(np.float32),
+             "shuffled": rng.normal(size=(6, 5)).astype(np.float32),
+             "ordered_grid": rng.normal(size=(6, 3, 4, 2)).astype(np.float16),
+             "shuffled_grid": rng.normal(size=(6, 3, 4, 2)).astype(np.float16)}  # fmt: skip
+    arrays, metas = {}, []
+    for k, (start, stop) in enumerate([(0, 4), (4, 6)]):
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        for name, array in whole.items():
+            np.save(folder / f"{name}.npy", array[start:stop])
+            arrays.setdefault(tmp_path / f"{name}.npy", []).append(folder / f"{name}.npy")
+        metas.append(folder / "features.json")
+        metas[-1].write_text(json.dumps({"clips": [start, stop], "num_videos": stop - start, "grid_side": 2}))
+    shards.merge(arrays, metas, tmp_path / "features.json", 6, "features (m/random)")
+    for name, array in whole.items():
+        merged = np.load(tmp_path / f"{name}.npy")
+        assert merged.dtype == array.dtype and merged.tobytes() == array.tobytes()
+    meta = json.loads((tmp_path / "features.json").read_text())
+    assert meta["arrays"] == {f"{name}.npy": list(array.shape) for name, array in whole.items()}
+    assert (meta["clips"], meta["num_videos"], meta["shards"], meta["grid_side"]) == ([0, 6], 6, 2, 2)

@@ -1,10 +1,12 @@
-"""Clip-level feature vectors for the probes, for any model of the registry.
+"""Clip-level feature vectors and token grids for the probes, for any model of the registry, on both motion controls.
 
-`extract_features` checks its inputs, runs the family's extractor (`trajbench.models.<family>`) and returns
-``(features float32 (N, D), meta)``; ``meta`` records everything that affects the numbers (frames used,
-preprocessing, pooling, init, seed, dtype, attention, library versions) so that a feature file can be traced back to
-exactly how it was made. Videos are read batch by batch from the (memory-mapped) uint8 array; only one batch is ever
-held as float.
+`extract_features` checks its inputs, loads the family's model once (`trajbench.models.<family>`) and encodes two
+views of the clips: ``ordered`` (as rendered) and ``shuffled`` (each clip's frames permuted by labels.csv's
+`trajbench.controls.COLUMN`). For each it returns the features float32 (N, D) for the linear probe and the token
+grid float16 (N, T', S, C) for the attentive probe; ``meta`` records everything that affects the numbers (frames
+used, preprocessing, pooling, the grid, init, seed, dtype, attention, library versions) so that a feature file can
+be traced back to exactly how it was made. Videos are read batch by batch from the (memory-mapped) uint8 array;
+only one batch is ever held as float.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trajbench import controls
 from trajbench.models import registry
-from trajbench.models.base import FeatureError, Run
+from trajbench.models.base import FeatureError, Run, View
 
 
 def extract_features(
@@ -30,22 +33,27 @@ def extract_features(
     model_name: str | None = None,
     weights_dir: str | Path | None = None,
     tokens: np.ndarray | None = None,
+    tokens_shuffled: np.ndarray | None = None,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     attn_implementation: str = "sdpa",
     batch_size: int = 8,
     seed: int = 0,
+    grid_side: int = 4,
     logger: logging.Logger | None = None,
     clips: range | None = None,
-) -> tuple[np.ndarray, dict]:
-    """Features (N, D) float32 of every clip for a model of family ``family_name`` (named ``model_name``, by default
-    the family's name, in logs and errors).
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+    """``{control: (features (N, D) float32, grid (N, T', S, C) float16)}`` for both `trajbench.controls.CONTROLS`,
+    and the meta, for a model of family ``family_name`` (named ``model_name``, by default the family's name, in logs
+    and errors).
 
-    ``weights_dir`` is the downloaded folder (config.json, weights, preprocessor config) for the network families;
-    ``tokens`` the tokenize stage's indices (N, T', H', W') for a tokenizer. ``options`` overlay the family's
-    defaults (`trajbench.models.base.Family.options`). ``clips`` (a shard, `trajbench.shards.clip_range`) restricts
-    the work to those clips of the whole dataset given in ``videos``, ``labels`` and ``tokens``; the features are then
-    (len(clips), D).
+    ``labels`` must hold the shuffled frame orders (`trajbench.controls.COLUMN`). ``weights_dir`` is the downloaded
+    folder (config.json, weights, preprocessor config) for the network families; ``tokens`` and ``tokens_shuffled``
+    the tokenize stage's indices (N, T', H', W') of the ordered and of the frame-shuffled clips, for a tokenizer.
+    ``options`` overlay the family's defaults (`trajbench.models.base.Family.options`). ``grid_side``: a grid keeps
+    at most ``grid_side`` x ``grid_side`` spatial tokens (`trajbench.models.base.pool_grid`). ``clips`` (a shard,
+    `trajbench.shards.clip_range`) restricts the work to those clips of the whole dataset given in ``videos``,
+    ``labels`` and the tokens; the arrays then have len(clips) rows.
     """
     logger = logger or logging.getLogger(__name__)
     try:
@@ -61,13 +69,32 @@ def extract_features(
     _check_labels(labels, len(videos))
     if batch_size < 1:
         raise FeatureError(f"batch_size must be >= 1, got {batch_size}")
+    if grid_side < 1:
+        raise FeatureError(f"grid_side (features.grid) must be >= 1, got {grid_side}")
     clips = range(len(videos)) if clips is None else clips
     if clips.step != 1 or not 0 <= clips.start <= clips.stop <= len(videos):
         raise FeatureError(f"clips {clips} is not a consecutive range within the {len(videos)} videos")
-    if tokens is not None and len(tokens) != len(videos):
-        raise FeatureError(f"{len(tokens)} clips of tokens for {len(videos)} videos; rerun rule tokenize")
-    videos, labels = videos[clips.start : clips.stop], labels.iloc[clips.start : clips.stop]
-    tokens = None if tokens is None else tokens[clips.start : clips.stop]
+    if (tokens is None) != (tokens_shuffled is None):
+        raise FeatureError("tokens and tokens_shuffled come together (the tokenize stage writes both), got only "
+                           f"{'tokens' if tokens is not None else 'tokens_shuffled'}; rerun rule tokenize")
+    if tokens is not None:
+        for name, array in (("tokens", tokens), ("tokens_shuffled", tokens_shuffled)):
+            if len(array) != len(videos):
+                raise FeatureError(f"{len(array)} clips of {name} for {len(videos)} videos; rerun rule tokenize")
+        if tokens_shuffled.shape != tokens.shape:
+            raise FeatureError(f"tokens_shuffled {tokens_shuffled.shape} differ in shape from tokens {tokens.shape}; "
+                               "rerun rule tokenize")
+    try:
+        orders = controls.read_orders(labels, videos.shape[1])
+    except ValueError as error:
+        raise FeatureError(str(error)) from None
+    part = slice(clips.start, clips.stop)
+    videos, labels, orders = videos[part], labels.iloc[part], orders[part]
+    views = [
+        View("ordered", videos, labels, None if tokens is None else tokens[part]),
+        View("shuffled", controls.ShuffledVideos(videos, orders), controls.shuffle_positions(labels, orders),
+             None if tokens_shuffled is None else tokens_shuffled[part]),
+    ]  # fmt: skip
     # Only the networks use the device; the other extractors are cheap numpy/CPU work.
     device = torch.device(device if family.network else "cpu")
     compute_dtype = dtype if device.type == "cuda" else torch.float32
@@ -81,19 +108,31 @@ def extract_features(
         labels=labels,
         options=family.resolve_options(options),
         weights_dir=Path(weights_dir) if weights_dir is not None else None,
-        tokens=tokens,
+        tokens=views[0].tokens,
         device=device,
         dtype=compute_dtype,
         attn_implementation=attn_implementation,
         batch_size=batch_size,
         seed=seed,
         logger=logger,
+        grid_side=grid_side,
     )
-    features, meta = family.extract(run)
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    if not np.isfinite(features).all():
-        bad_rows = int((~np.isfinite(features)).any(axis=1).sum())
-        raise FeatureError(f"{model_name}/{init}: {bad_rows} of {len(features)} clips have non-finite features")
+    encoder, meta = family.extract(run)
+    outputs, shapes = {}, {}
+    for view in views:
+        features, grid = encoder(view)
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        grid = np.ascontiguousarray(grid, dtype=np.float16)
+        for what, array in (("features", features), ("token grids", grid)):
+            if not np.isfinite(array).all():
+                bad_rows = int((~np.isfinite(array)).reshape(len(array), -1).any(axis=1).sum())
+                hint = " (float16 overflow: values beyond ±65504)" if array.dtype == np.float16 else ""
+                raise FeatureError(f"{model_name}/{init} {view.control}: {bad_rows} of {len(array)} clips have "
+                                   f"non-finite {what}{hint}")
+        outputs[view.control] = features, grid
+        shapes[view.control] = {"dim": int(features.shape[1]), "grid_shape": list(grid.shape[1:])}
+        logger.info("%s/%s %s: features %d clips x %d dims, grid %s", model_name, init, view.control,
+                    features.shape[0], features.shape[1], list(grid.shape[1:]))  # fmt: skip
     meta.update(
         model=model_name,
         family=family.name,
@@ -103,14 +142,16 @@ def extract_features(
         requested_dtype=str(dtype).removeprefix("torch."),
         dtype=str(compute_dtype).removeprefix("torch."),
         options=run.options,
-        num_videos=int(features.shape[0]),
+        num_videos=len(videos),
         clips=[clips.start, clips.stop],
-        dim=int(features.shape[1]),
+        dim=shapes["ordered"]["dim"],
+        grid_side=grid_side,
+        controls=shapes,
+        shuffled=f"each clip's frames permuted by labels.csv column {controls.COLUMN}",
         video_shape=list(videos.shape[1:]),
         versions=_versions(),
     )
-    logger.info("%s/%s features: %d clips x %d dims", model_name, init, features.shape[0], features.shape[1])
-    return features, meta
+    return outputs, meta
 
 
 def _check_labels(labels: pd.DataFrame, n: int) -> None:

@@ -250,12 +250,17 @@ def feature_minutes(clips):
 
 
 def feature_inputs(wildcards):
-    """Videos and labels always; the weights manifest and environment for networks; a tokenizer's tokens."""
+    """Videos and labels always; the weights manifest and environment for networks; a tokenizer's tokens of the
+    ordered and of the frame-shuffled clips."""
     inputs = {"videos": VIDEOS, "table": LABELS}
     if FAMILY[wildcards.model].network:
         inputs.update(env=ENV_JSON, manifest=manifest(wildcards.model))
     if wildcards.model == TOKENIZER:
-        inputs["tokens"] = f"results/{wildcards.model}/{wildcards.init}/tokens.npy"
+        folder = f"results/{wildcards.model}/{wildcards.init}"
+        inputs.update(
+            tokens=f"{folder}/tokens.npy",
+            tokens_shuffled=f"{folder}/tokens_shuffled.npy",
+        )
     return inputs
 
 

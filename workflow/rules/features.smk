@@ -1,13 +1,23 @@
+# Each feature job writes both controls (the clips as rendered, and frame-shuffled) as features for the linear probe
+# and token grids for the attentive probe, and one meta file.
+FEATURE_ARRAYS = ["ordered", "shuffled", "ordered_grid", "shuffled_grid"]
+
+
+def feature_outputs(folder, temporary=False):
+    """The feature files of one job in ``folder``: the four arrays and the meta."""
+    files = {name: f"{folder}/{name}.npy" for name in FEATURE_ARRAYS}
+    files["meta"] = f"{folder}/features.json"
+    return {name: temp(path) if temporary else path for name, path in files.items()}
+
+
 # A shard of a model's features, where features.shards splits them (the networks); merge_features joins them.
 rule extract_features:
     input:
         unpack(feature_inputs),
     output:
-        features=temp(
-            f"results/features/{{model,{feature_models(True)}}}/{{init}}/shards/{{shard}}/features.npy"
-        ),
-        meta=temp(
-            f"results/features/{{model,{feature_models(True)}}}/{{init}}/shards/{{shard}}/features.json"
+        **feature_outputs(
+            f"results/features/{{model,{feature_models(True)}}}/{{init}}/shards/{{shard}}",
+            temporary=True,
         ),
     log:
         "logs/extract_features/{model}/{init}/{shard}.log",
@@ -27,6 +37,7 @@ rule extract_features:
         options=lambda wc: feature_options(wc.model),
         batch_size=config["features"]["batch_size"],
         seed=config["features"]["random_seed"],
+        grid=config["features"]["grid"],
         code=code_version("extract_features"),
     script:
         "../scripts/extract_features.py"
@@ -35,29 +46,31 @@ rule extract_features:
 # The whole of a model's features in one job where they are not split: no shards, nothing to merge.
 use rule extract_features as extract_all_features with:
     output:
-        features=f"results/features/{{model,{feature_models(False)}}}/{{init}}.npy",
-        meta=f"results/features/{{model,{feature_models(False)}}}/{{init}}.json",
+        **feature_outputs(
+            f"results/features/{{model,{feature_models(False)}}}/{{init}}"
+        ),
     log:
         "logs/extract_features/{model}/{init}.log",
     benchmark:
         "results/benchmarks/extract_features/{model}/{init}.tsv"
 
 
+def feature_shards(name):
+    """An input function: the shard files of ``name`` (an array or "meta") of one (model, init), in shard order."""
+    path = feature_outputs("results/features/{model}/{init}/shards/{shard}")[name]
+    return lambda wc: expand(
+        path,
+        shard=range(stage_shards("features", wc.model)),
+        model=wc.model,
+        init=wc.init,
+    )
+
+
 rule merge_features:
     input:
-        features=lambda wc: expand(
-            "results/features/{model}/{init}/shards/{shard}/features.npy",
-            shard=range(stage_shards("features", wc.model)),
-            **wc,
-        ),
-        meta=lambda wc: expand(
-            "results/features/{model}/{init}/shards/{shard}/features.json",
-            shard=range(stage_shards("features", wc.model)),
-            **wc,
-        ),
+        **{name: feature_shards(name) for name in [*FEATURE_ARRAYS, "meta"]},
     output:
-        features=f"results/features/{{model,{feature_models(True)}}}/{{init}}.npy",
-        meta=f"results/features/{{model,{feature_models(True)}}}/{{init}}.json",
+        **feature_outputs(f"results/features/{{model,{feature_models(True)}}}/{{init}}"),
     log:
         "logs/merge_features/{model}/{init}.log",
     conda:
@@ -66,7 +79,7 @@ rule merge_features:
         mem_mb=1000,
         runtime=10,
     params:
-        arrays=["features"],
+        arrays=FEATURE_ARRAYS,
         what=lambda wc: f"features ({wc.model}/{wc.init})",
         clips=N_CLIPS,
         code=code_version("merge_shards"),

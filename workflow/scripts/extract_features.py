@@ -17,8 +17,9 @@ if "env" in snakemake.input.keys():
     )
 if "tokens" in snakemake.input.keys():
     model_inputs["tokens"] = np.load(snakemake.input.tokens, mmap_mode="r")
+    model_inputs["tokens_shuffled"] = np.load(snakemake.input.tokens_shuffled, mmap_mode="r")
 with runtime.cpu_threads(model_inputs.get("device", "cpu")):
-    feats, meta = features.extract_features(
+    outputs, meta = features.extract_features(
         p.family,
         snakemake.wildcards.init,
         videos,
@@ -27,9 +28,12 @@ with runtime.cpu_threads(model_inputs.get("device", "cpu")):
         model_name=snakemake.wildcards.model,
         batch_size=p.batch_size,
         seed=p.seed,
+        grid_side=p.grid,
         logger=logger,
         clips=range(*p.clips),
         **model_inputs,
     )
-io.save_npy(snakemake.output.features, feats)
+for control, (feats, grid) in outputs.items():
+    io.save_npy(snakemake.output[control], feats)
+    io.save_npy(snakemake.output[f"{control}_grid"], grid)
 io.write_json(snakemake.output.meta, meta)

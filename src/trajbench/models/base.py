@@ -150,14 +150,12 @@ def pool_grid(tokens, side: int) -> np.ndarray:
     return grid.reshape(b, t, out_h * out_w, c).cpu().numpy().astype(np.float16)
 
 
-def even_indices(available: int, wanted: int) -> np.ndarray:
-    """``wanted`` frame indices spread evenly over ``available`` frames, first and last included.
-
-    Rounds half up; when ``wanted > available`` frames repeat (e.g. 3 of 2 -> [0, 1, 1]).
-    """
-    if available < 1 or wanted < 1:
-        raise FeatureError(f"cannot sample {wanted} frames from {available}")
-    return np.floor(np.linspace(0, available - 1, wanted) + 0.5).astype(np.int64)
+def grid_meta(tokens: tuple[int, int, int, int], side: int, holds: str) -> dict:
+    """``meta["grid"]``: the stored shape (T', S, C) of a token grid (T', H', W', C) after `pool_grid` to ``side``,
+    the grid before pooling, and what one token holds."""
+    t, h, w, c = (int(n) for n in tokens)
+    rows, cols = min(h, side), min(w, side)
+    return {"shape": [t, rows * cols, c], "tokens": [t, h, w, c], "pooled_to": [rows, cols], "holds": holds}
 
 
 def listing(keys: list[str], limit: int = 30) -> str:

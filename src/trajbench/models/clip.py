@@ -3,18 +3,17 @@
 
 The hub repository (e.g. openai/clip-vit-base-patch32) holds the full ``CLIPModel``; the text tower and the logit
 scale are not used. Features: ``image_embeds`` (the visual projection of the pooled CLS token, not L2-normalised) of
-``options.frames`` frames, pooled as `trajbench.models.hf.per_frame` says.
+every frame (or the first ``options.frames``), pooled as `trajbench.models.hf.per_frame` says; grid: each frame's
+patch tokens of the vision tower's last hidden state.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from trajbench import standins
 from trajbench.models import hf
-from trajbench.models.base import ENCODER, Family, Run
+from trajbench.models.base import ENCODER, Encoder, Family, Run
 
 TINY = {
     "projection_dim": 16,
@@ -25,7 +24,7 @@ TINY = {
 }  # fmt: skip
 
 
-def extract(run: Run) -> tuple[np.ndarray, dict]:
+def extract(run: Run) -> tuple[Encoder, dict]:
     from transformers import CLIPVisionModelWithProjection
 
     config = hf.config(run)
@@ -34,15 +33,19 @@ def extract(run: Run) -> tuple[np.ndarray, dict]:
     if hasattr(config, "projection_dim"):
         vision_config.projection_dim = config.projection_dim
     model, load_meta = hf.load(CLIPVisionModelWithProjection, vision_config, run)
-    features, meta = hf.per_frame(
-        run, hf.processor(run), vision_config.image_size, lambda pixels: model(pixel_values=pixels).image_embeds
-    )
+
+    def frame_embeds(pixel_values):
+        output = model(pixel_values=pixel_values)
+        return output.image_embeds, output.last_hidden_state
+
+    tokens = "the vision tower's last_hidden_state (before its post_layernorm)"
+    encoder, meta = hf.per_frame(run, hf.processor(run), vision_config, frame_embeds, tokens)
     meta.update(
         embedding="image_embeds (visual projection of the pooled CLS token, not L2-normalised)",
         projection_dim=int(vision_config.projection_dim),
         **load_meta,
     )
-    return features, meta
+    return encoder, meta
 
 
 def write_standin(folder: Path, architecture: dict, seed: int) -> Path:
@@ -68,7 +71,7 @@ FAMILY = Family(
     description="CLIP image encoder per frame, embeddings in time order",
     extract=extract,
     network=True,
-    options={"frames": 8, "pooling": "concat_mean"},
+    options={"frames": None, "pooling": "concat_mean"},
     known_unused=("text_model", "text_projection", "logit_scale"),
     write_standin=write_standin,
 )

@@ -1,5 +1,6 @@
 """Loading and running the transformers families (VideoMAE, CLIP, DINOv2, V-JEPA 2): config and processor from the
-downloaded folder, pretrained weights checked key by key or a seeded random init, and batched forwards.
+downloaded folder, pretrained weights checked key by key or a seeded random init, and an `Encoder` of batched
+forwards that gives each view's features and token grid.
 
 Model forwards run under ``torch.inference_mode``; on CUDA under autocast in the requested dtype (the weights stay
 float32), on CPU always in float32 so that CPU runs give the same bytes every time.
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from trajbench.models.base import FeatureError, Run, even_indices, listing, map_batches
+from trajbench.models.base import Encoder, FeatureError, Run, View, grid_meta, listing, map_batches, pool_grid
 from trajbench.runtime import autocast
 
 if TYPE_CHECKING:
@@ -157,11 +158,12 @@ def _check_loading(model: torch.nn.Module, info: dict, run: Run) -> dict[str, in
     return groups
 
 
-def check_image_size(pixel_values: torch.Tensor, image_size: int | list[int], run: Run) -> None:
+def check_image_size(pixel_shape: list[int], image_size: int | list[int], run: Run) -> None:
+    """``pixel_shape`` (..., H, W), the processor's output, against the model's ``image_size``."""
     expected = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
-    if tuple(pixel_values.shape[-2:]) != expected:
+    if tuple(pixel_shape[-2:]) != expected:
         raise FeatureError(
-            f"{run.weights_dir}: the preprocessor produces {tuple(pixel_values.shape[-2:])} frames but "
+            f"{run.weights_dir}: the preprocessor produces {tuple(pixel_shape[-2:])} frames but "
             f"config.json expects image_size={image_size}; the two files come from different models"
         )
 
@@ -184,61 +186,97 @@ def image_processor_meta(image_processor, pixel_shape: list[int]) -> dict:
     return processor_meta(settings, type(image_processor).__name__, pixel_shape)
 
 
-def embed(
-    run: Run, pixels: Callable[[np.ndarray], torch.Tensor], forward: Callable[[torch.Tensor], torch.Tensor]
-) -> tuple[np.ndarray, list[int]]:
-    """Preprocess each batch on CPU, run ``forward`` on the device; also return the last pixel_values shape."""
+def encoder(
+    run: Run,
+    pixels: Callable[[np.ndarray], torch.Tensor],
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> Encoder:
+    """An `Encoder` that preprocesses each batch of a view on CPU (``pixels(clips uint8 (B, T, H, W, 3))``) and runs
+    ``forward(pixel_values) -> (features (B, D), tokens (B, T', H', W', C))`` on the device; the tokens are pooled
+    to the grid (`pool_grid`) there."""
     import torch
 
-    shape: list[int] = []
     precision = autocast(run.device, run.dtype)
 
-    def batch(start: int, stop: int) -> np.ndarray:
-        pixel_values = pixels(np.asarray(run.videos[start:stop]))
-        shape[:] = pixel_values.shape
-        with torch.inference_mode(), precision:
-            return forward(pixel_values.to(run.device)).float().cpu().numpy()
+    def encode(view: View) -> tuple[np.ndarray, np.ndarray]:
+        def batch(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+            pixel_values = pixels(np.asarray(view.videos[start:stop]))
+            with torch.inference_mode():
+                with precision:
+                    features, tokens = forward(pixel_values.to(run.device))
+                return features.float().cpu().numpy(), pool_grid(tokens, run.grid_side)
 
-    return map_batches(run, batch), shape
+        return map_batches(run, view, batch)
+
+    return encode
 
 
 FRAME_POOLINGS = ("concat_mean", "mean")
 
 
-def per_frame(run: Run, image_processor, image_size, frame_embeds: Callable) -> tuple[np.ndarray, dict]:
-    """Features of an image encoder applied to ``options.frames`` evenly spread frames of each clip.
+def frame_count(run: Run) -> int:
+    """``options.frames``: None = every frame of the clip; an int k = the first k frames, contiguous."""
+    available, k = run.videos.shape[1], run.options["frames"]
+    if k is None:
+        return available
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= available:
+        raise FeatureError(
+            f"{run.model_name} options.frames must be null (every frame) or an int in 1..{available} (the first "
+            f"that many frames of a clip), got {k!r}"
+        )
+    return k
 
-    ``frame_embeds(pixel_values (B*k, 3, H, W)) -> (B*k, D)``; ``image_size`` is checked against the processor's
-    output unless None (models that interpolate their position embeddings take any size). Pooling
-    ``concat_mean``: the k frame embeddings in time order, then their mean (concatenation keeps the direction of
-    motion, which the mean throws away); ``mean``: their mean only.
+
+def per_frame(
+    run: Run, image_processor, model_config, frame_embeds: Callable, tokens: str, fixed_size: bool = True
+) -> tuple[Encoder, dict]:
+    """An image encoder applied to each of the first ``options.frames`` frames of a clip (by default all of them).
+
+    ``frame_embeds(pixel_values (B*k, 3, H, W)) -> (embeddings (B*k, D), last_hidden_state (B*k, L, C))``;
+    ``tokens`` says what last_hidden_state holds (for meta). With
+    ``fixed_size`` the processor's output must be ``model_config.image_size`` (models that interpolate their position
+    embeddings take any size). Pooling ``concat_mean``: the k frame embeddings in time order, then their mean
+    (concatenation keeps the direction of motion, which the mean throws away); ``mean``: their mean only. The grid:
+    each frame's patch tokens, the last (H/patch)·(W/patch) of last_hidden_state (which drops the CLS token and any
+    register tokens before them), as (B, k, H/patch, W/patch, C).
     """
     import torch
 
-    pooling, k = run.options["pooling"], run.options["frames"]
+    pooling = run.options["pooling"]
     if pooling not in FRAME_POOLINGS:
         raise FeatureError(f"{run.model_name} options.pooling must be one of {list(FRAME_POOLINGS)}, got {pooling!r}")
-    indices = even_indices(run.videos.shape[1], k)
+    k = frame_count(run)
 
     def pixels(clips: np.ndarray):
-        frames = clips[:, indices].reshape(-1, *clips.shape[2:])
+        frames = clips[:, :k].reshape(-1, *clips.shape[2:])
         return image_processor(list(frames), **PROCESSOR_ARGS)["pixel_values"]
 
+    # One clip through the processor: its sizes are checked before any forward.
+    pixel_shape = list(pixels(np.asarray(run.videos[:1])).shape)
+    if fixed_size:
+        check_image_size(pixel_shape, model_config.image_size, run)
+    patch = model_config.patch_size
+    h, w = pixel_shape[-2] // patch, pixel_shape[-1] // patch
+
     def forward(pixel_values):
-        if image_size is not None:
-            check_image_size(pixel_values, image_size, run)
-        embeds = frame_embeds(pixel_values)
+        embeds, hidden = frame_embeds(pixel_values)
         embeds = embeds.reshape(-1, k, embeds.shape[-1]).float()
         mean = embeds.mean(dim=1)
-        return torch.cat([embeds.flatten(1), mean], dim=1) if pooling == "concat_mean" else mean
+        features = torch.cat([embeds.flatten(1), mean], dim=1) if pooling == "concat_mean" else mean
+        patches = hidden[:, hidden.shape[1] - h * w :]
+        return features, patches.reshape(-1, k, h, w, hidden.shape[-1])
 
-    features, pixel_shape = embed(run, pixels, forward)
     meta = {
-        "frames": indices.tolist(),
-        "preprocessing": image_processor_meta(image_processor, [k, *pixel_shape[1:]]),
+        "frames": list(range(k)),
+        "preprocessing": image_processor_meta(image_processor, pixel_shape),
         "pooling": pooling,
         "pooling_layout": (
             f"{k} frame embeddings in time order, then their mean" if pooling == "concat_mean" else "mean of frames"
         ),
+        "grid": grid_meta(
+            (k, h, w, model_config.hidden_size),
+            run.grid_side,
+            f"each frame's patch tokens of {tokens} (CLS and register tokens dropped), pooled in space",
+        ),
     }
-    return features, meta
+    return encoder(run, pixels, forward), meta

@@ -8,6 +8,7 @@ channel c of the latent (+1 where set, else -1; channel 0 least significant). Po
   flatten    -> T'*H'*W'*C values in (t, h, w, c) order;
   mean_time  -> mean over t, H'*W'*C values in (h, w, c) order;
   mean_space -> mean over h and w, T'*C values in (t, c) order.
+Grid: the bits (T', H', W', C) pooled in space (`trajbench.models.base.pool_grid`).
 Histogram (options.histogram): each index is hashed to one of options.histogram_bins columns with scikit-learn's
 FeatureHasher (MurmurHash3, seed 0, of the decimal index string, no sign flipping); a column holds the fraction of the
 clip's tokens hashed there (colliding indices add up). Appended after the bits.
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trajbench.models.base import TOKENIZER, Family, FeatureError, Run, map_batches
+from trajbench.models.base import TOKENIZER, Encoder, Family, FeatureError, Run, View, grid_meta, map_batches, pool_grid
 
 POOLINGS = ("flatten", "mean_time", "mean_space")
 EMA_OFFSET_STD = 1e-3  # how far the stand-in's EMA weights sit from its raw weights
@@ -59,7 +60,7 @@ def check_config(name: str, model_cfg: dict, config: dict) -> str | None:
     return None
 
 
-def extract(run: Run) -> tuple[np.ndarray, dict]:
+def extract(run: Run) -> tuple[Encoder, dict]:
     opts = run.options
     channels, pooling = opts["z_channels"], opts["pooling"]
     if not isinstance(channels, int) or not 1 <= channels <= 62:
@@ -68,45 +69,60 @@ def extract(run: Run) -> tuple[np.ndarray, dict]:
         )
     if pooling not in POOLINGS:
         raise FeatureError(f"magvit options.pooling must be one of {list(POOLINGS)}, got {pooling!r}")
-    tokens = run.tokens
-    if tokens is None:
-        raise FeatureError("magvit features need `tokens` (the tokenize stage's indices, N x T' x H' x W')")
-    if tokens.ndim != 4 or not np.issubdtype(tokens.dtype, np.integer) or len(tokens) != len(run.videos):
-        raise FeatureError(
-            f"magvit tokens must be integer (N={len(run.videos)}, T', H', W'); got {tokens.dtype} {tokens.shape}"
-        )
+    check_tokens(run.tokens, len(run.videos), "ordered")
     bins = opts["histogram_bins"]
     if opts["histogram"] and (not isinstance(bins, int) or bins < 1):
         raise FeatureError(f"magvit options.histogram_bins must be a positive int, got {bins!r}")
 
-    def batch(start: int, stop: int) -> np.ndarray:
-        block = np.asarray(tokens[start:stop]).astype(np.int64)
-        if block.min() < 0 or block.max() >= 2**channels:
-            raise FeatureError(
-                f"magvit tokens of clips {start}..{stop - 1} span {block.min()}..{block.max()}, outside "
-                f"0..{2**channels - 1} for z_channels={channels}; set options.z_channels to the tokenizer's"
-            )
-        bits = unpack_bits(block, channels)
-        if pooling == "mean_time":
-            bits = bits.mean(axis=1)
-        elif pooling == "mean_space":
-            bits = bits.mean(axis=(2, 3))
-        parts = [bits.reshape(len(block), -1)]
-        if opts["histogram"]:
-            parts.append(token_histogram(block, bins))
-        return np.concatenate(parts, axis=1)
+    def encode(view: View) -> tuple[np.ndarray, np.ndarray]:
+        tokens = check_tokens(view.tokens, len(view.videos), view.control)
 
-    features = map_batches(run, batch)
+        def batch(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+            block = np.asarray(tokens[start:stop]).astype(np.int64)
+            if block.min() < 0 or block.max() >= 2**channels:
+                raise FeatureError(
+                    f"magvit {view.control} tokens of clips {start}..{stop - 1} span {block.min()}..{block.max()}, "
+                    f"outside 0..{2**channels - 1} for z_channels={channels}; set options.z_channels to the tokenizer's"
+                )
+            bits = unpack_bits(block, channels)
+            grid = pool_grid(bits, run.grid_side)
+            if pooling == "mean_time":
+                bits = bits.mean(axis=1)
+            elif pooling == "mean_space":
+                bits = bits.mean(axis=(2, 3))
+            parts = [bits.reshape(len(block), -1)]
+            if opts["histogram"]:
+                parts.append(token_histogram(block, bins))
+            return np.concatenate(parts, axis=1), grid
+
+        return map_batches(run, view, batch)
+
     meta = {
-        "token_grid": list(tokens.shape[1:]),
+        # The tokenizer encodes every frame of the clip.
+        "frames": list(range(run.videos.shape[1])),
+        "token_grid": list(run.tokens.shape[1:]),
         "z_channels": channels,
         "bits": "channel c = +1 where bit c of the index is set else -1; channel 0 least significant",
         "pooling": pooling,
         "histogram_bins": bins if opts["histogram"] else 0,
+        "grid": grid_meta((*run.tokens.shape[1:], channels), run.grid_side, "each token's ±1 bits, pooled in space"),
     }
     if opts["histogram"]:
         meta["histogram"] = "sklearn FeatureHasher (MurmurHash3 of the decimal index), token fractions, after bits"
-    return features, meta
+    return encode, meta
+
+
+def check_tokens(tokens: np.ndarray | None, clips: int, control: str) -> np.ndarray:
+    """The tokenize stage's indices of one view's clips: integer (clips, T', H', W')."""
+    name = "tokens" if control == "ordered" else f"tokens_{control}"
+    if tokens is None:
+        raise FeatureError(f"magvit features need `{name}` (the tokenize stage's indices of the {control} clips, "
+                           "N x T' x H' x W'); rerun rule tokenize")
+    if tokens.ndim != 4 or not np.issubdtype(tokens.dtype, np.integer) or len(tokens) != clips:
+        raise FeatureError(
+            f"magvit {name} must be integer (N={clips}, T', H', W'); got {tokens.dtype} {tokens.shape}"
+        )
+    return tokens
 
 
 def unpack_bits(indices: np.ndarray, channels: int) -> np.ndarray:

@@ -3,8 +3,9 @@
 The hub holds it as a self-supervised pretraining checkpoint (``VideoMAEForPreTraining``, e.g. MCG-NJU/videomae-base:
 encoder, decoder, mask token) or fine-tuned on labels (``VideoMAEForVideoClassification``, e.g.
 MCG-NJU/videomae-base-finetuned-kinetics: encoder, fc_norm, classifier). Only the encoder runs here; which kind was
-loaded is recorded as ``checkpoint_kind``. Features: the mean of the last hidden state over all patch tokens
-(VideoMAE has no CLS token).
+loaded is recorded as ``checkpoint_kind``. It sees the first ``num_frames`` frames of a clip (config.json; its
+position embeddings fix the count), contiguous. Features: the mean of the last hidden state over all patch tokens
+(VideoMAE has no CLS token); grid: those tokens as (tubelets, patch rows, patch columns, hidden), pooled in space.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from trajbench import standins
 from trajbench.models import hf
-from trajbench.models.base import ENCODER, Family, FeatureError, Run, even_indices
+from trajbench.models.base import ENCODER, Encoder, Family, FeatureError, Run, grid_meta
 
 TINY = {
     "image_size": 32, "patch_size": 16, "num_frames": 4, "tubelet_size": 2, "hidden_size": 32,
@@ -26,39 +27,43 @@ TINY = {
 STANDIN_HEADS = ("VideoMAEForPreTraining", "VideoMAEForVideoClassification")
 
 
-def extract(run: Run) -> tuple[np.ndarray, dict]:
+def extract(run: Run) -> tuple[Encoder, dict]:
     from transformers import VideoMAEModel
 
     config = hf.config(run)
-    frames = run.options["frames"]
-    if frames is None:
-        frames = config.num_frames
-    elif frames != config.num_frames:
+    # Every frame its position embeddings accept, contiguous from the first, as every network sees.
+    frames, available = config.num_frames, run.videos.shape[1]
+    if available < frames:
         raise FeatureError(
-            f"{run.model_name} options.frames={frames} but {run.weights_dir}/config.json has "
-            f"num_frames={config.num_frames} (its position embeddings fix the clip length); set frames to that value "
-            "or leave it unset"
+            f"{run.model_name}: {run.weights_dir}/config.json has num_frames={frames} (its position embeddings fix "
+            f"the clip length) but the clips have {available} frames; render at least {frames} frames "
+            "(dataset.frames) or choose a checkpoint with fewer"
         )
-    indices = even_indices(run.videos.shape[1], frames)
-    model, load_meta = hf.load(VideoMAEModel, config, run)
     processor = hf.processor(run)
 
     def pixels(clips: np.ndarray):
-        return processor([list(clip) for clip in clips[:, indices]], **hf.PROCESSOR_ARGS)["pixel_values"]
+        return processor([list(clip) for clip in clips[:, :frames]], **hf.PROCESSOR_ARGS)["pixel_values"]
+
+    pixel_shape = list(pixels(np.asarray(run.videos[:1])).shape[1:])  # one clip: sizes checked before any forward
+    hf.check_image_size(pixel_shape, config.image_size, run)
+    model, load_meta = hf.load(VideoMAEModel, config, run)
+    grid = (frames // config.tubelet_size, pixel_shape[-2] // config.patch_size, pixel_shape[-1] // config.patch_size)
 
     def forward(pixel_values):
-        hf.check_image_size(pixel_values, config.image_size, run)
-        return model(pixel_values=pixel_values).last_hidden_state.float().mean(dim=1)
+        hidden = model(pixel_values=pixel_values).last_hidden_state.float()
+        return hidden.mean(dim=1), hidden.reshape(len(hidden), *grid, hidden.shape[-1])
 
-    features, pixel_shape = hf.embed(run, pixels, forward)
     meta = {
-        "frames": indices.tolist(),
-        "preprocessing": hf.image_processor_meta(processor, pixel_shape[1:]),
+        "frames": list(range(frames)),
+        "preprocessing": hf.image_processor_meta(processor, pixel_shape),
         "pooling": "mean of last_hidden_state over all patch tokens",
         "hidden_size": int(config.hidden_size),
+        "grid": grid_meta(
+            (*grid, config.hidden_size), run.grid_side, "last_hidden_state tokens (tubelet x patch), pooled in space"
+        ),
         **load_meta,
     }
-    return features, meta
+    return hf.encoder(run, pixels, forward), meta
 
 
 def write_standin(folder: Path, architecture: dict, seed: int) -> Path:
@@ -90,7 +95,6 @@ FAMILY = Family(
     description="VideoMAE encoder, mean of all patch tokens",
     extract=extract,
     network=True,
-    options={"frames": None},
     known_unused=("decoder", "encoder_to_decoder", "mask_token", "fc_norm", "classifier"),
     write_standin=write_standin,
 )

@@ -1,9 +1,10 @@
 """V-JEPA 2 (Assran et al., 2025): a video ViT trained by predicting masked regions in latent space, as
 ``transformers.VJEPA2Model`` (e.g. facebook/vjepa2-vitl-fpc64-256; transformers >= 4.53).
 
-Features: the mean of the encoder's last hidden state over all patch tokens (the predictor is skipped). The encoder
-uses rotary position embeddings, so it takes any even number of frames: by default every frame of the clip, cut to
-a multiple of the tubelet size, contiguous from the first.
+Features: the mean of the encoder's last hidden state over all patch tokens (the predictor is skipped); grid: those
+tokens as (tubelets, patch rows, patch columns, hidden), pooled in space. The encoder uses rotary position
+embeddings, so it takes any even number of frames: by default every frame of the clip, cut to a multiple of the
+tubelet size, contiguous from the first.
 
 Preprocessing follows the checkpoint's ``video_preprocessor_config.json`` (transformers' ``VJEPA2VideoProcessor``:
 resize the shorter side, centre crop, rescale, normalise) with torch ops here, since that processor needs
@@ -20,7 +21,7 @@ import numpy as np
 
 from trajbench import standins
 from trajbench.models import hf
-from trajbench.models.base import ENCODER, Family, FeatureError, Run
+from trajbench.models.base import ENCODER, Encoder, Family, FeatureError, Run, grid_meta
 
 TINY = {"crop_size": 32, "patch_size": 8, "frames_per_clip": 8, "tubelet_size": 2, "hidden_size": 32,
         "num_hidden_layers": 1, "num_attention_heads": 2, "mlp_ratio": 2.0, "pred_hidden_size": 32,
@@ -60,7 +61,7 @@ def preprocess(clips, settings: dict):
     return ((frames - mean) / std).reshape(b, t, 3, crop, crop)
 
 
-def extract(run: Run) -> tuple[np.ndarray, dict]:
+def extract(run: Run) -> tuple[Encoder, dict]:
     import torch
     from transformers import VJEPA2Model
 
@@ -78,19 +79,27 @@ def extract(run: Run) -> tuple[np.ndarray, dict]:
     def pixels(clips: np.ndarray):
         return preprocess(torch.from_numpy(np.ascontiguousarray(clips[:, :frames])), settings)
 
-    def forward(pixel_values):
-        hidden = model(pixel_values_videos=pixel_values, skip_predictor=True).last_hidden_state
-        return hidden.float().mean(dim=1)
+    side = settings["crop_px"] // config.patch_size
+    grid = (frames // config.tubelet_size, side, side)
 
-    features, pixel_shape = hf.embed(run, pixels, forward)
+    def forward(pixel_values):
+        hidden = model(pixel_values_videos=pixel_values, skip_predictor=True).last_hidden_state.float()
+        return hidden.mean(dim=1), hidden.reshape(len(hidden), *grid, hidden.shape[-1])
+
     meta = {
         "frames": list(range(frames)),
-        "preprocessing": hf.processor_meta(settings, "trajbench.models.vjepa2.preprocess", pixel_shape[1:]),
+        "preprocessing": hf.processor_meta(
+            settings, "trajbench.models.vjepa2.preprocess", [frames, 3, settings["crop_px"], settings["crop_px"]]
+        ),
         "pooling": "mean of the encoder's last_hidden_state over all patch tokens (predictor skipped)",
         "hidden_size": int(config.hidden_size),
+        "grid": grid_meta(
+            (*grid, config.hidden_size), run.grid_side,
+            "the encoder's last_hidden_state tokens (tubelet x patch), pooled in space",
+        ),
         **load_meta,
     }
-    return features, meta
+    return hf.encoder(run, pixels, forward), meta
 
 
 def write_standin(folder: Path, architecture: dict, seed: int) -> Path:
