@@ -120,9 +120,9 @@ def test_demo_produces_summary_tables_figures(demo):
     assert "Stand-in weights" in summary and "## 1. MagVit reconstruction" in summary
     models = pd.read_csv(demo / "results/comparisons/models.csv")
     assert set(zip(models["model"], models["init"])) == MODEL_INITS
-    assert models["accuracy_mean"].between(0, 1).all()
+    assert models["logreg_accuracy_mean"].between(0, 1).all()
     # The oracle shows the task is learnable even at demo size (chance is 1/9).
-    assert models.set_index("model").loc["oracle", "accuracy_mean"] > 0.5
+    assert models.set_index("model").loc["oracle", "logreg_accuracy_mean"] > 0.5
     paired = pd.read_csv(demo / "results/comparisons/init_differences.csv")
     assert set(paired["model"]) == {"magvit", *NETWORKS}
     assert set(paired.loc[paired["model"] == "magvit", "comparison"]) == {

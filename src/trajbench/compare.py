@@ -1,4 +1,9 @@
-"""Comparison tables across models and inits, and a Markdown renderer that needs no optional packages.
+"""Comparison tables across models, inits and controls, and a Markdown renderer that needs no optional packages.
+
+Probe results are keyed ``(model, init, control)``, control "ordered" or "shuffled" (`trajbench.controls`); every
+result must come from the same splits (:func:`check_same_splits`), so any two can be paired by (repeat, fold):
+inits of one model (:func:`paired_inits`), a model's two controls (order sensitivity, :func:`model_table`) and
+representations at one init kind (:func:`paired_models`).
 
 Interval conventions (see :mod:`trajbench.metrics`): probe scores come from repeated K-fold splits, which are not
 independent, so means and paired differences over splits use the Nadeau-Bengio corrected resampled t-interval
@@ -13,20 +18,29 @@ Column naming: a statistic with an interval is stored as ``<name>_mean``, ``<nam
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from trajbench import io
 from trajbench.metrics import METRICS, cap_psnr, mean_ci
-from trajbench.probe import FOLD_COLUMNS, ProbeResult
+from trajbench.probe import FOLD_COLUMNS, PROBES, ProbeResult
 
 # A third MagVit init, "finetuned" (the tokenizer fine-tuned on synthetic clips), sits after the two it is compared to.
 INIT_ORDER = ("pretrained", "random", "finetuned", "none")
 # Paired comparisons (a, b), reported as a - b, in this order, for every pair whose two inits are present.
 PAIRS = (("pretrained", "random"), ("finetuned", "random"), ("finetuned", "pretrained"))
 CODEBOOK_STATS = ("distinct", "perplexity", "fraction_used")
+# Question 2 compares the models at one init kind with each other and with the baselines (init "none").
+INIT_KINDS = ("pretrained", "random", "finetuned")
+# The probes whose accuracy is also scored on shuffled clips in the model table (kNN is a second opinion only).
+SENSITIVITY_PROBES = ("logreg", "attentive")
+CI_PARTS = ("mean", "ci_low", "ci_high")
+# model_table's columns per probe of SENSITIVITY_PROBES, each a CI triple: <probe>_<stat>_<part>.
+MODEL_STATS = ("accuracy", "shuffled_accuracy", "order_sensitivity", "macro_f1")
+PAIR_COLUMNS = ["init_kind", "probe", "a", "b", "a_init", "b_init", "n_splits", "a_mean", "b_mean", "diff_mean",
+                "diff_ci_low", "diff_ci_high"]
 
 
 def _ci_columns(name: str, values: Any, ratio: float = 0.0) -> dict[str, float]:
@@ -34,13 +48,26 @@ def _ci_columns(name: str, values: Any, ratio: float = 0.0) -> dict[str, float]:
     return {f"{name}_mean": mean, f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
-def _folds(result: ProbeResult | pd.DataFrame, where: tuple[str, str]) -> pd.DataFrame:
+def _stat_columns(name: str, stat: Mapping[str, float]) -> dict[str, float]:
+    """A ProbeResult summary entry {mean, ci_low, ci_high} as ``<name>_mean`` / ``_ci_low`` / ``_ci_high``."""
+    return {f"{name}_{part}": stat[part] for part in CI_PARTS}
+
+
+def _folds(result: ProbeResult | pd.DataFrame, where: str) -> pd.DataFrame:
     frame = result.folds_frame() if isinstance(result, ProbeResult) else result
     missing = set(FOLD_COLUMNS) - set(frame.columns)
     if missing:
         raise ValueError(f"per-split table for {where} lacks column(s) {sorted(missing)}; "
                          "use ProbeResult.folds_to_csv output")
     return frame
+
+
+def _probes(result: ProbeResult | pd.DataFrame) -> list[str]:
+    """The probes a result scored, in :data:`PROBES` order."""
+    if isinstance(result, ProbeResult):
+        return result.probes
+    present = set(result["probe"])
+    return [p for p in PROBES if p in present]
 
 
 def _init_rank(init: str) -> tuple[int, str]:
@@ -57,83 +84,168 @@ def _pairs(inits: Iterable[str]) -> list[tuple[str, str]]:
     return [(a, b) for a, b in PAIRS if a in present and b in present]
 
 
-def check_same_splits(results: Mapping[tuple[str, str], ProbeResult | pd.DataFrame]) -> None:
-    """Raise ValueError unless every ProbeResult in ``results`` has one ``splits_sha256``.
+def _name(key: tuple[str, ...]) -> str:
+    return "/".join(key)
 
-    Shared folds are what make rows comparable and inits pairable, so a mismatch is an error, not a warning. Per-split
-    tables (DataFrames) carry no fingerprint; :func:`paired_inits` checks their (repeat, fold) rows instead.
+
+def _paired_splits(a_res: ProbeResult | pd.DataFrame, b_res: ProbeResult | pd.DataFrame, probe: str,
+                   a_name: str, b_name: str) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """Both results' rows of ``probe``, indexed and ordered by (repeat, fold), and the mean n_test / n_train.
+
+    Raises unless both cover the same splits with the same test sizes: only then is a - b per split a paired
+    difference."""
+    a, b = (_folds(res, name) for res, name in ((a_res, a_name), (b_res, b_name)))
+    a, b = (f[f["probe"] == probe].set_index(["repeat", "fold"]).sort_index() for f in (a, b))
+    if not a.index.equals(b.index) or not np.array_equal(a["n_test"], b["n_test"]):
+        raise ValueError(f"{a_name} and {b_name} per-split tables cover different (repeat, fold) splits or test "
+                         f"sizes ({len(a)} vs {len(b)} {probe} rows); they cannot be paired")
+    if a.empty:
+        raise ValueError(f"{a_name}: no rows for probe {probe!r}")
+    return a, b, float(np.mean(a["n_test"] / a["n_train"]))
+
+
+def _control(results: Mapping[tuple[str, str, str], ProbeResult | pd.DataFrame], control: str
+             ) -> dict[tuple[str, str], ProbeResult | pd.DataFrame]:
+    return {(model, init): res for (model, init, c), res in results.items() if c == control}
+
+
+def check_same_splits(results: Mapping[tuple[str, ...], ProbeResult | pd.DataFrame]) -> None:
+    """Raise ValueError unless every ProbeResult in ``results`` has one ``splits_sha256`` and the control its key
+    names.
+
+    ``results`` maps (model, init, control) to a result. Shared folds are what make rows comparable and inits,
+    models and controls pairable, so a mismatch is an error, not a warning. Per-split tables (DataFrames) carry no
+    fingerprint; the paired tables check their (repeat, fold) rows instead.
     """
     groups: dict[str, list[str]] = {}
-    for (model, init), res in sorted(results.items()):
-        if isinstance(res, ProbeResult):
-            groups.setdefault(res.splits_sha256, []).append(f"{model}/{init}")
+    for key, res in sorted(results.items()):
+        if not isinstance(res, ProbeResult):
+            continue
+        if res.control != key[-1]:
+            raise ValueError(f"the probe result given as {_name(key)} records control {res.control!r}; "
+                             f"rule compare reads results/probes/<model>/<init>/<control>.json, rerun rule probe")
+        groups.setdefault(res.splits_sha256, []).append(_name(key))
     if len(groups) > 1:
         listing = "; ".join(f"{', '.join(keys)}: splits_sha256 {sha}" for sha, keys in groups.items())
-        raise ValueError(f"probe results were scored on different splits ({listing}). Every model must be scored on "
-                         "the same folds: rerun rule probe for all models with the same probe config "
+        raise ValueError(f"probe results were scored on different splits ({listing}). Every model and control must "
+                         "be scored on the same folds: rerun rule probe for all models with the same probe config "
                          "(e.g. snakemake --forcerun probe)")
 
 
-def paired_inits(results: Mapping[tuple[str, str], ProbeResult | pd.DataFrame],
-                 metrics: tuple[str, ...] = ("accuracy", "macro_f1"), probe: str = "logreg") -> pd.DataFrame:
-    """Paired differences a - b between the inits of each model, matched by (repeat, fold).
+def paired_inits(results: Mapping[tuple[str, str, str], ProbeResult | pd.DataFrame],
+                 metrics: tuple[str, ...] = ("accuracy", "macro_f1"), probes: Sequence[str] | None = None
+                 ) -> pd.DataFrame:
+    """Paired differences a - b between the inits of each model (ordered clips), matched by (repeat, fold).
 
-    ``results`` maps (model, init) to a ProbeResult or its per-split table (``folds_frame`` / the folds CSV). Every
-    pair of :data:`PAIRS` whose two inits a model has is compared; models without such a pair are skipped. Returns
-    one row per (model, comparison, metric): model, comparison ("a − b"), a, b, probe, metric, n_splits, a_mean,
-    b_mean, diff_mean, diff_ci_low, diff_ci_high (corrected resampled t-interval). Raises if the results were not
-    all scored on the same splits (:func:`check_same_splits`).
-    """
-    check_same_splits(results)
-    rows = []
-    for model in sorted({m for m, _ in results}):
-        for a_init, b_init in _pairs(i for m, i in results if m == model):
-            a_res, b_res = results[(model, a_init)], results[(model, b_init)]
-            frames = [_folds(r, (model, init)) for r, init in ((a_res, a_init), (b_res, b_init))]
-            a, b = (f[f["probe"] == probe].set_index(["repeat", "fold"]).sort_index() for f in frames)
-            if not a.index.equals(b.index) or not np.array_equal(a["n_test"], b["n_test"]):
-                raise ValueError(f"{model}: {a_init} and {b_init} per-split tables cover different (repeat, fold) "
-                                 f"splits or test sizes ({len(a)} vs {len(b)} {probe} rows); they cannot be paired")
-            if a.empty:
-                raise ValueError(f"{model}: no rows for probe {probe!r}")
-            ratio = float(np.mean(a["n_test"] / a["n_train"]))
-            for metric in metrics:
-                rows.append({"model": model, "comparison": comparison_name(a_init, b_init), "a": a_init,
-                             "b": b_init, "probe": probe, "metric": metric, "n_splits": len(a),
-                             "a_mean": float(a[metric].mean()), "b_mean": float(b[metric].mean()),
-                             **_ci_columns("diff", a[metric].to_numpy() - b[metric].to_numpy(), ratio)})
-    out = pd.DataFrame(rows)
-    if out.empty:
-        return out
-    # Same model order as model_table: best mean (any compared init) on the first metric first, ties by name;
-    # within a model the comparisons keep the order of PAIRS (the sort is stable).
-    first = out[out["metric"] == metrics[0]]
-    out["_best"] = out["model"].map(first.groupby("model")[["a_mean", "b_mean"]].max().max(axis=1))
-    out = out.sort_values(["_best", "model"], ascending=[False, True], kind="stable")
-    return out.drop(columns="_best").reset_index(drop=True)
-
-
-def model_table(results: Mapping[tuple[str, str], ProbeResult]) -> pd.DataFrame:
-    """One row per (model, init): logreg accuracy and macro-F1, kNN accuracy (means + intervals), chance levels.
-
-    Sorted by each model's best logreg accuracy (descending), then init (pretrained, random, none). Raises if the
+    ``results`` maps (model, init, control) to a ProbeResult or its per-split table (``folds_frame`` / the folds
+    CSV); only the "ordered" control is read. Every pair of :data:`PAIRS` whose two inits a model has is compared,
+    for each of ``probes`` (default: every probe both results scored); models without such a pair are skipped.
+    Returns one row per (model, probe, comparison, metric): model, comparison ("a − b"), a, b, probe, metric,
+    n_splits, a_mean, b_mean, diff_mean, diff_ci_low, diff_ci_high (corrected resampled t-interval). Raises if the
     results were not all scored on the same splits (:func:`check_same_splits`).
     """
     check_same_splits(results)
+    ordered = _control(results, "ordered")
     rows = []
-    for (model, init), res in results.items():
-        s = res.summary
+    for model in sorted({m for m, _ in ordered}):
+        pairs = _pairs(i for m, i in ordered if m == model)
+        for probe in PROBES:
+            for a_init, b_init in pairs:
+                a_res, b_res = ordered[(model, a_init)], ordered[(model, b_init)]
+                both = set(_probes(a_res)) & set(_probes(b_res))
+                if probe not in both or (probes is not None and probe not in probes):
+                    continue
+                a, b, ratio = _paired_splits(a_res, b_res, probe, f"{model}/{a_init}", f"{model}/{b_init}")
+                for metric in metrics:
+                    rows.append({"model": model, "comparison": comparison_name(a_init, b_init), "a": a_init,
+                                 "b": b_init, "probe": probe, "metric": metric, "n_splits": len(a),
+                                 "a_mean": float(a[metric].mean()), "b_mean": float(b[metric].mean()),
+                                 **_ci_columns("diff", a[metric].to_numpy() - b[metric].to_numpy(), ratio)})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    # Same model order as model_table: best mean (any compared init) of the first probe on the first metric first,
+    # ties by name; within a model, probes in PROBES order and comparisons in the order of PAIRS (stable sort).
+    first = out[(out["metric"] == metrics[0]) & (out["probe"] == out["probe"].iloc[0])]
+    out["_best"] = out["model"].map(first.groupby("model")[["a_mean", "b_mean"]].max().max(axis=1))
+    out = out.sort_values(["_best", "model"], ascending=[False, True], kind="stable", na_position="last")
+    return out.drop(columns="_best").reset_index(drop=True)
+
+
+def model_table(results: Mapping[tuple[str, str, str], ProbeResult]) -> pd.DataFrame:
+    """One row per (model, init): each probe's accuracy on ordered and on shuffled clips, and the order sensitivity.
+
+    ``results`` maps (model, init, control) to a ProbeResult, for both controls of every (model, init). Columns:
+    model, init, n_splits; for logreg and attentive ``<probe>_accuracy``, ``<probe>_shuffled_accuracy``,
+    ``<probe>_order_sensitivity`` (ordered - shuffled accuracy paired by (repeat, fold), corrected interval) and
+    ``<probe>_macro_f1``, each as mean / ci_low / ci_high (NaN where the probe did not run); ``knn_accuracy``
+    (ordered); chance_uniform, chance_majority. Sorted by each model's best logreg accuracy (descending), ties by
+    name, then init (:data:`INIT_ORDER`). Raises if the results were not all scored on the same splits
+    (:func:`check_same_splits`) or a (model, init) lacks a control.
+    """
+    check_same_splits(results)
+    ordered, shuffled = _control(results, "ordered"), _control(results, "shuffled")
+    if set(ordered) != set(shuffled):
+        lacking = sorted(_name(k) + "/" + ("shuffled" if k in ordered else "ordered")
+                         for k in set(ordered) ^ set(shuffled))
+        raise ValueError(f"no probe result for {', '.join(lacking)}: every model and init is scored on ordered and "
+                         "shuffled clips (results/probes/<model>/<init>/<control>.json); rerun rule probe")
+    rows = []
+    for (model, init), res in ordered.items():
+        shuf = shuffled[(model, init)]
         row: dict[str, Any] = {"model": model, "init": init, "n_splits": len(res.folds)}
-        for name, stat in (("accuracy", s["logreg"]["accuracy"]), ("macro_f1", s["logreg"]["macro_f1"]),
-                           ("knn_accuracy", s["knn"]["accuracy"])):
-            row.update({f"{name}_mean": stat["mean"], f"{name}_ci_low": stat["ci_low"],
-                        f"{name}_ci_high": stat["ci_high"]})
+        for probe in SENSITIVITY_PROBES:
+            if probe not in res.probes or probe not in shuf.probes:
+                row.update({f"{probe}_{name}_{part}": math.nan for name in MODEL_STATS for part in CI_PARTS})
+                continue
+            a, b, ratio = _paired_splits(res, shuf, probe, f"{model}/{init}/ordered", f"{model}/{init}/shuffled")
+            row.update(_stat_columns(f"{probe}_accuracy", res.summary[probe]["accuracy"]))
+            row.update(_stat_columns(f"{probe}_shuffled_accuracy", shuf.summary[probe]["accuracy"]))
+            row.update(_ci_columns(f"{probe}_order_sensitivity", a["accuracy"].to_numpy() - b["accuracy"].to_numpy(),
+                                   ratio))
+            row.update(_stat_columns(f"{probe}_macro_f1", res.summary[probe]["macro_f1"]))
+        row.update(_stat_columns("knn_accuracy", res.summary["knn"]["accuracy"]))
         row.update({"chance_uniform": res.chance["uniform"], "chance_majority": res.chance["majority"]})
         rows.append(row)
     out = pd.DataFrame(rows)
-    best = out.groupby("model")["accuracy_mean"].transform("max")
+    best = out.groupby("model")["logreg_accuracy_mean"].transform("max")
     key = sorted(range(len(out)), key=lambda i: (-best[i], out["model"][i], _init_rank(out["init"][i])))
     return out.iloc[key].reset_index(drop=True)
+
+
+def paired_models(results: Mapping[tuple[str, str, str], ProbeResult | pd.DataFrame],
+                  probes: Sequence[str] = ("logreg", "attentive"), metric: str = "accuracy") -> pd.DataFrame:
+    """Question 2, paired: every representation against every other on the same folds (ordered clips).
+
+    For each init kind k of :data:`INIT_KINDS` that some model has, the representations are the models at init k
+    plus the baselines (init "none"). Each pair (a, b), a ranked above b (higher mean ``metric``, ties by name),
+    gives a - b per (repeat, fold), its mean and corrected interval. Returns columns init_kind, probe, a, b, a_init,
+    b_init, n_splits, a_mean, b_mean, diff_mean, diff_ci_low, diff_ci_high; within an (init kind, probe) block the
+    rows run through a in rank order, then b in rank order, so the first rows compare the best with the rest.
+    A representation whose result lacks a probe is left out of that probe's block.
+    """
+    check_same_splits(results)
+    ordered = _control(results, "ordered")
+    baselines = sorted(m for m, i in ordered if i == "none")
+    rows = []
+    for kind in INIT_KINDS:
+        models = sorted(m for m, i in ordered if i == kind)
+        if not models:
+            continue
+        for probe in probes:
+            members = [(m, kind) for m in models] + [(m, "none") for m in baselines]
+            members = [k for k in members if probe in _probes(ordered[k])]
+            frames = {k: _folds(ordered[k], _name(k)) for k in members}
+            means = {k: float(f.loc[f["probe"] == probe, metric].mean()) for k, f in frames.items()}
+            ranked = sorted(members, key=lambda k: (-means[k], k[0]))
+            for pos, a_key in enumerate(ranked):
+                for b_key in ranked[pos + 1:]:
+                    a, b, ratio = _paired_splits(frames[a_key], frames[b_key], probe, _name(a_key), _name(b_key))
+                    rows.append({"init_kind": kind, "probe": probe, "a": a_key[0], "b": b_key[0],
+                                 "a_init": a_key[1], "b_init": b_key[1], "n_splits": len(a),
+                                 "a_mean": means[a_key], "b_mean": means[b_key],
+                                 **_ci_columns("diff", a[metric].to_numpy() - b[metric].to_numpy(), ratio)})
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
 def reconstruction_table(per_video: Mapping[str, pd.DataFrame],

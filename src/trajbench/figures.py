@@ -7,6 +7,7 @@ bytes. Every function takes ``title_note`` (e.g. "stand-in weights"), appended t
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from typing import Mapping, Sequence
@@ -19,12 +20,15 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from trajbench import io
+from trajbench.compare import SENSITIVITY_PROBES
 from trajbench.metrics import PSNR_CAP_DB, cap_psnr, psnr_from_mse_uint8
 from trajbench.probe import ProbeResult
 
 DPI = 120
 INIT_COLORS = {"pretrained": "#1f77b4", "random": "#ff7f0e", "finetuned": "#2ca02c", "none": "#7f7f7f"}
 OTHER_COLOR = "#9467bd"
+PROBE_TITLES = {"logreg": "Linear probe (logistic regression)", "attentive": "Attentive probe (token grid)",
+                "knn": "k-NN probe"}
 # Order of the panels in reconstruction_distributions.
 METRIC_LABELS = {"psnr": "PSNR (dB, higher is better)", "ssim": "SSIM (higher is better)",
                  "mse": "MSE on [0, 1] (lower is better)"}
@@ -44,81 +48,214 @@ def _color(init: str) -> str:
     return INIT_COLORS.get(init, OTHER_COLOR)
 
 
-def accuracy_bars(table: pd.DataFrame, path: str | os.PathLike, metric: str = "accuracy",
-                  title_note: str | None = None) -> None:
-    """Bars of ``<metric>_mean`` with CI error bars for every model x init, grouped by model, plus chance lines.
+def _probe_panels(table: pd.DataFrame, column: str) -> list[str]:
+    """The probes of SENSITIVITY_PROBES with at least one value in ``<probe>_<column>_mean``."""
+    return [p for p in SENSITIVITY_PROBES if table[f"{p}_{column}_mean"].notna().any()]
 
-    ``table`` is :func:`trajbench.compare.model_table` output (its row order is kept). kNN accuracy is overlaid as
-    black diamonds when ``metric`` is "accuracy".
+
+def accuracy_bars(table: pd.DataFrame, path: str | os.PathLike, title_note: str | None = None) -> pd.DataFrame:
+    """One panel per probe (linear, attentive): bars of ordered-clip accuracy with CI error bars for every model x
+    init, grouped by model, the accuracy on shuffled clips as a white-filled circle, chance lines; kNN accuracy as
+    black diamonds on the linear panel.
+
+    ``table`` is :func:`trajbench.compare.model_table` output (its row order is kept). Returns what was drawn: one
+    row per bar with columns probe, model, init, x, accuracy, ci_low, ci_high, shuffled, knn (NaN off the linear
+    panel).
     """
+    probes = _probe_panels(table, "accuracy")
     models = list(dict.fromkeys(table["model"]))
     inits = list(dict.fromkeys(table["init"]))
     width = 0.8 / int(table.groupby("model").size().max())
-    fig = Figure(figsize=(max(6.0, 1.6 * len(models) + 2), 4.5))
-    ax = fig.add_subplot()
-    for model_pos, model in enumerate(models):
-        rows = table[table["model"] == model].reset_index(drop=True)
-        offsets = (np.arange(len(rows)) - (len(rows) - 1) / 2) * width
-        for (_, row), offset in zip(rows.iterrows(), offsets):
-            x, mean = model_pos + offset, row[f"{metric}_mean"]
-            err = [[mean - row[f"{metric}_ci_low"]], [row[f"{metric}_ci_high"] - mean]]
-            ax.bar(x, mean, width * 0.95, color=_color(row["init"]), yerr=err, capsize=3, ecolor="black")
-            ax.text(x, row[f"{metric}_ci_high"] + 0.01, f"{mean:.2f}", ha="center", va="bottom", fontsize=7)
-            if metric == "accuracy":
-                ax.plot(x, row["knn_accuracy_mean"], marker="D", color="black", markersize=4, linestyle="none")
+    fig = Figure(figsize=(max(6.0, 1.6 * len(models) + 2), 3.8 * len(probes) + 0.6))
+    axes = fig.subplots(len(probes), 1, squeeze=False)[:, 0]
     chance_u, chance_m = float(table["chance_uniform"].iloc[0]), float(table["chance_majority"].iloc[0])
-    handles = [Patch(color=_color(i), label=i) for i in inits]
-    handles.append(ax.axhline(chance_u, color="black", linestyle="--", linewidth=1,
-                              label=f"chance 1/K = {chance_u:.2f}"))
-    if not math.isclose(chance_m, chance_u):
-        handles.append(ax.axhline(chance_m, color="black", linestyle=":", linewidth=1,
-                                  label=f"majority class = {chance_m:.2f}"))
-    if metric == "accuracy":
-        handles.append(Line2D([], [], marker="D", color="black", markersize=4, linestyle="none",
-                              label="kNN accuracy"))
-    ax.set_xticks(range(len(models)), models)
-    ax.set_ylim(0, 1.1)
-    ax.set_ylabel(f"{metric.replace('_', ' ')} (mean, 95% CI over splits)")
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    ax.set_title(_title(f"Linear probe {metric.replace('_', ' ')}", title_note))
-    ax.grid(axis="y", alpha=0.3)
+    drawn = []
+    for ax, probe in zip(axes, probes):
+        for model_pos, model in enumerate(models):
+            rows = table[(table["model"] == model) & table[f"{probe}_accuracy_mean"].notna()].reset_index(drop=True)
+            offsets = (np.arange(len(rows)) - (len(rows) - 1) / 2) * width
+            for row, offset in zip(rows.itertuples(index=False), offsets):
+                row = row._asdict()
+                x, mean = model_pos + offset, row[f"{probe}_accuracy_mean"]
+                low, high = row[f"{probe}_accuracy_ci_low"], row[f"{probe}_accuracy_ci_high"]
+                shuffled = row[f"{probe}_shuffled_accuracy_mean"]
+                knn = row["knn_accuracy_mean"] if probe == "logreg" else math.nan
+                ax.bar(x, mean, width * 0.95, color=_color(row["init"]), yerr=[[mean - low], [high - mean]],
+                       capsize=3, ecolor="black")
+                ax.text(x, high + 0.01, f"{mean:.2f}", ha="center", va="bottom", fontsize=7)
+                ax.plot(x, shuffled, marker="o", markerfacecolor="white", color="black", markersize=5,
+                        linestyle="none")
+                if probe == "logreg":
+                    ax.plot(x, knn, marker="D", color="black", markersize=4, linestyle="none")
+                drawn.append({"probe": probe, "model": model, "init": row["init"], "x": x, "accuracy": mean,
+                              "ci_low": low, "ci_high": high, "shuffled": shuffled, "knn": knn})
+        handles = [Patch(color=_color(i), label=i) for i in inits]
+        handles.append(ax.axhline(chance_u, color="black", linestyle="--", linewidth=1,
+                                  label=f"chance 1/K = {chance_u:.2f}"))
+        if not math.isclose(chance_m, chance_u):
+            handles.append(ax.axhline(chance_m, color="black", linestyle=":", linewidth=1,
+                                      label=f"majority class = {chance_m:.2f}"))
+        handles.append(Line2D([], [], marker="o", markerfacecolor="white", color="black", markersize=5,
+                              linestyle="none", label="shuffled frames"))
+        if probe == "logreg":
+            handles.append(Line2D([], [], marker="D", color="black", markersize=4, linestyle="none",
+                                  label="kNN accuracy"))
+        ax.set_xticks(range(len(models)), models)
+        ax.set_ylim(0, 1.1)
+        ax.set_ylabel("accuracy (mean, 95% CI over splits)")
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        ax.set_title(PROBE_TITLES[probe], fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(_title("Probe accuracy, ordered clips (bars) and shuffled frames (circles)", title_note))
     fig.tight_layout()
     _save(fig, path)
+    return pd.DataFrame(drawn)
+
+
+def order_sensitivity_plot(table: pd.DataFrame, path: str | os.PathLike, title_note: str | None = None
+                           ) -> pd.DataFrame:
+    """Order sensitivity (ordered - shuffled accuracy, paired by split): point + 95% CI per model x init, one panel
+    per probe, with a zero line; rows in the table's order, points coloured by init.
+
+    ``table`` is :func:`trajbench.compare.model_table` output. Returns what was drawn: probe, model, init, y, mean,
+    ci_low, ci_high.
+    """
+    probes = _probe_panels(table, "order_sensitivity")
+    labels = [f"{m} / {i}" for m, i in zip(table["model"], table["init"])]
+    fig = Figure(figsize=(4.2 * len(probes) + 2.0, 1.2 + 0.35 * len(table)))
+    axes = fig.subplots(1, len(probes), squeeze=False, sharey=True)[0]
+    y = np.arange(len(table))[::-1]
+    drawn = []
+    for ax, probe in zip(axes, probes):
+        cols = [f"{probe}_order_sensitivity_{part}" for part in ("mean", "ci_low", "ci_high")]
+        for yi, (model, init, (mean, low, high)) in zip(y, zip(table["model"], table["init"],
+                                                               table[cols].to_numpy())):
+            if math.isnan(mean):
+                continue
+            ax.errorbar(mean, yi, xerr=[[mean - low], [high - mean]], fmt="o", color=_color(init), ecolor="black",
+                        capsize=3)
+            drawn.append({"probe": probe, "model": model, "init": init, "y": int(yi), "mean": mean, "ci_low": low,
+                          "ci_high": high})
+        ax.axvline(0, color="gray", linestyle="--", linewidth=1)
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_ylim(-0.7, len(table) - 0.3)
+        ax.set_xlabel("accuracy: ordered − shuffled (95% CI)")
+        ax.set_title(PROBE_TITLES[probe], fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(_title("Order sensitivity: accuracy lost when each clip's frames are shuffled", title_note))
+    fig.tight_layout()
+    _save(fig, path)
+    return pd.DataFrame(drawn)
+
+
+def _ranked(block: pd.DataFrame) -> list[str]:
+    """The representations of a paired_models block, best mean first (ties by name), as compare ranks them."""
+    means = dict(zip(block["a"], block["a_mean"])) | dict(zip(block["b"], block["b_mean"]))
+    return sorted(means, key=lambda name: (-means[name], name))
+
+
+def pairwise_matrix(pairs: pd.DataFrame, path: str | os.PathLike, title_note: str | None = None
+                    ) -> dict[tuple[str, str], tuple[pd.DataFrame, pd.DataFrame]]:
+    """Heatmaps of paired differences, one panel per (probe, init kind): cell (row a, column b) is the mean of a - b
+    per split, annotated, with "*" where the 95% CI excludes 0; diverging colours centred at 0, one shared scale.
+
+    ``pairs`` is :func:`trajbench.compare.paired_models` output (each pair once; the other direction is its
+    negation). Rows and columns run best first. Returns, per (probe, init kind), the matrix of means and the matrix
+    of "CI excludes 0" (DataFrames indexed by representation; NaN / False on the diagonal).
+    """
+    panels = list(dict.fromkeys(zip(pairs["probe"], pairs["init_kind"])))
+    if not panels:
+        raise ValueError("no paired comparisons to draw: paired_models found fewer than two representations")
+    shown = {}
+    for probe, kind in panels:
+        block = pairs[(pairs["probe"] == probe) & (pairs["init_kind"] == kind)]
+        names = _ranked(block)
+        mean = pd.DataFrame(np.nan, index=names, columns=names)
+        significant = pd.DataFrame(False, index=names, columns=names)
+        for row in block.itertuples(index=False):
+            mean.loc[row.a, row.b], mean.loc[row.b, row.a] = row.diff_mean, -row.diff_mean
+            excludes = bool(row.diff_ci_low > 0 or row.diff_ci_high < 0)
+            significant.loc[row.a, row.b] = significant.loc[row.b, row.a] = excludes
+        shown[(probe, kind)] = (mean, significant)
+    kinds = list(dict.fromkeys(kind for _, kind in panels))
+    probes = list(dict.fromkeys(probe for probe, _ in panels))
+    side = max(len(m) for m, _ in shown.values())
+    cell = 0.55
+    fig = Figure(figsize=(len(kinds) * (cell * side + 1.6) + 1.2, len(probes) * (cell * side + 1.6) + 0.6),
+                 layout="constrained")
+    axes = fig.subplots(len(probes), len(kinds), squeeze=False)
+    limit = max(float(np.nanmax(np.abs(m.to_numpy()))) for m, _ in shown.values()) or 1.0
+    image = None
+    for r, probe in enumerate(probes):
+        for c, kind in enumerate(kinds):
+            ax = axes[r][c]
+            if (probe, kind) not in shown:
+                ax.set_axis_off()
+                continue
+            mean, significant = shown[(probe, kind)]
+            values = mean.to_numpy()
+            image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            for i, j in np.ndindex(values.shape):
+                if i == j:
+                    continue
+                star = "*" if significant.iat[i, j] else ""
+                ax.text(j, i, f"{values[i, j]:+.2f}{star}", ha="center", va="center", fontsize=6.5,
+                        color="white" if abs(values[i, j]) > 0.6 * limit else "black")
+            ticks = range(len(mean))
+            ax.set_xticks(ticks, mean.columns, rotation=45, ha="right", fontsize=7)
+            ax.set_yticks(ticks, mean.index, fontsize=7)
+            ax.set_title(f"{PROBE_TITLES[probe]}, models at init {kind}", fontsize=9)
+            ax.set_xlabel("b", fontsize=8)
+            ax.set_ylabel("a", fontsize=8)
+    fig.suptitle(_title("Paired accuracy differences a − b (rows a, columns b; * : 95% CI excludes 0)", title_note))
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label="mean accuracy difference a − b")
+    _save(fig, path)
+    return shown
 
 
 def paired_difference_plot(diffs: pd.DataFrame, path: str | os.PathLike, metric: str = "accuracy",
-                           title_note: str | None = None) -> None:
-    """Paired init difference a - b per (model, comparison): point + 95% CI, one row each, in the table's order.
+                           title_note: str | None = None) -> pd.DataFrame:
+    """Paired init difference a - b per (model, comparison): point + 95% CI, one row each in the table's order, one
+    panel per probe.
 
     ``diffs`` is :func:`trajbench.compare.paired_inits` output; each point is labelled with both means and coloured
-    like its first init (a); thin lines separate the models.
+    like its first init (a); thin lines separate the models. Returns the rows drawn (``diffs`` rows of ``metric``
+    with the panel's y position).
     """
     rows = diffs[diffs["metric"] == metric].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"no rows for metric {metric!r} in the paired-difference table; metrics are "
                          f"{sorted(set(diffs['metric']))}")
-    fig = Figure(figsize=(7.5, 1.2 + 0.6 * len(rows)))
-    ax = fig.add_subplot()
-    y = np.arange(len(rows))[::-1]
-    mean = rows["diff_mean"].to_numpy()
-    err = np.vstack([mean - rows["diff_ci_low"].to_numpy(), rows["diff_ci_high"].to_numpy() - mean])
-    for yi, m, e, row in zip(y, mean, err.T, rows.itertuples(index=False)):
-        ax.errorbar(m, yi, xerr=e[:, None], fmt="o", color=_color(row.a), ecolor="black", capsize=4)
-        ax.annotate(f"{row.a_mean:.2f} vs {row.b_mean:.2f}", (m, yi), textcoords="offset points", xytext=(0, 7),
-                    ha="center", fontsize=8)
-    for yi, (prev, model) in zip(y[1:], zip(rows["model"], rows["model"][1:])):
-        if model != prev:
-            ax.axhline(yi + 0.5, color="gray", linewidth=0.6)
-    ax.axvline(0, color="gray", linestyle="--", linewidth=1)
-    ax.set_yticks(y, [f"{row.model}: {row.comparison}" for row in rows.itertuples(index=False)], fontsize=9)
-    ax.set_ylim(-0.7, len(rows) - 0.3)
+    probes = list(dict.fromkeys(rows["probe"]))
+    labels = list(dict.fromkeys(zip(rows["model"], rows["comparison"])))
+    fig = Figure(figsize=(4.5 * len(probes) + 2.5, 1.2 + 0.6 * len(labels)))
+    axes = fig.subplots(1, len(probes), squeeze=False, sharey=True)[0]
+    position = dict(zip(labels, np.arange(len(labels))[::-1]))
     span = max(np.abs(rows[["diff_ci_low", "diff_ci_high"]].to_numpy()).max(), 0.05) * 1.15
-    ax.set_xlim(-span, span)
-    ax.set_xlabel(f"{metric.replace('_', ' ')} difference (95% CI, paired by split)")
-    ax.set_title(_title("Paired differences between inits", title_note))
-    ax.grid(axis="x", alpha=0.3)
+    drawn = []
+    for ax, probe in zip(axes, probes):
+        for row in rows[rows["probe"] == probe].itertuples(index=False):
+            yi, m = position[(row.model, row.comparison)], row.diff_mean
+            ax.errorbar(m, yi, xerr=[[m - row.diff_ci_low], [row.diff_ci_high - m]], fmt="o", color=_color(row.a),
+                        ecolor="black", capsize=4)
+            ax.annotate(f"{row.a_mean:.2f} vs {row.b_mean:.2f}", (m, yi), textcoords="offset points",
+                        xytext=(0, 7), ha="center", fontsize=8)
+            drawn.append({**row._asdict(), "y": int(yi)})
+        for prev, label in itertools.pairwise(labels):
+            if label[0] != prev[0]:  # a new model
+                ax.axhline(position[label] + 0.5, color="gray", linewidth=0.6)
+        ax.axvline(0, color="gray", linestyle="--", linewidth=1)
+        ax.set_yticks(list(position.values()), [f"{m}: {c}" for m, c in position], fontsize=9)
+        ax.set_ylim(-0.7, len(labels) - 0.3)
+        ax.set_xlim(-span, span)
+        ax.set_xlabel(f"{metric.replace('_', ' ')} difference (95% CI, paired by split)")
+        ax.set_title(PROBE_TITLES.get(probe, probe), fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(_title("Paired differences between inits", title_note))
     fig.tight_layout()
     _save(fig, path)
+    return pd.DataFrame(drawn)
 
 
 def confusion_grid(results: Mapping[tuple[str, str], ProbeResult], path: str | os.PathLike,

@@ -15,6 +15,7 @@ os.environ.update(
 
 from trajbench import codehash  # noqa: E402
 from trajbench import config as tb_config  # noqa: E402
+from trajbench.controls import CONTROLS  # noqa: E402
 from trajbench import shards as tb_shards  # noqa: E402
 from trajbench.models import registry  # noqa: E402
 
@@ -155,15 +156,28 @@ def uses_gpu():
     return 0 if config["runtime"]["device"] == "cpu" else 1
 
 
+def probe_results():
+    """(model, init, control) of every probe result: each model at each init, on ordered and on shuffled clips."""
+    return [(m, i, c) for m, i in model_inits() for c in CONTROLS]
+
+
+def probe_result(model, init, control):
+    return f"results/probes/{model}/{init}/{control}.json"
+
+
 def summary_inputs(wildcards):
-    """What the summary reads: the run's facts and comparison tables, and the fine-tuning record when enabled."""
+    """What the summary reads: the run's facts, the comparison tables, every probe result (for its notes) and
+    feature record (frames, pooling, checkpoint), and the fine-tuning record when enabled."""
     inputs = {
         "env": ENV_JSON,
         "table": LABELS,
         "manifests": [manifest(m) for m in WEIGHT_MODELS],
-        "init_differences": "results/comparisons/init_differences.md",
-        "models": "results/comparisons/models.md",
+        "init_differences": "results/comparisons/init_differences.csv",
+        "models": "results/comparisons/models.csv",
+        "representations": "results/comparisons/representations.csv",
         "reconstruction": "results/comparisons/reconstruction.md",
+        "probes": [probe_result(*key) for key in probe_results()],
+        "features": [f"results/features/{m}/{i}/features.json" for m, i in model_inits()],
     }
     if FINETUNING:
         inputs["finetune"] = FINETUNE["meta"]

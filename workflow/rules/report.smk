@@ -1,33 +1,49 @@
 rule compare:
     input:
-        results=[f"results/probes/{m}/{i}.json" for m, i in model_inits()],
+        results=[probe_result(*key) for key in probe_results()],
     output:
         init_differences=report(
             "results/comparisons/init_differences.csv",
             caption="../report/init_differences.rst",
-            category="3. Linear probes",
+            category="3. Probes",
         ),
         init_differences_md="results/comparisons/init_differences.md",
         models=report(
             "results/comparisons/models.csv",
             caption="../report/models.rst",
-            category="3. Linear probes",
+            category="3. Probes",
         ),
         models_md="results/comparisons/models.md",
+        representations=report(
+            "results/comparisons/representations.csv",
+            caption="../report/representations.rst",
+            category="3. Probes",
+        ),
+        representations_md="results/comparisons/representations.md",
         accuracy=report(
             "results/figures/probe_accuracy.png",
             caption="../report/probe_accuracy.rst",
-            category="3. Linear probes",
+            category="3. Probes",
+        ),
+        order_sensitivity=report(
+            "results/figures/order_sensitivity.png",
+            caption="../report/order_sensitivity.rst",
+            category="3. Probes",
         ),
         paired=report(
             "results/figures/init_differences.png",
             caption="../report/init_differences_figure.rst",
-            category="3. Linear probes",
+            category="3. Probes",
+        ),
+        representation_matrix=report(
+            "results/figures/representation_matrix.png",
+            caption="../report/representation_matrix.rst",
+            category="3. Probes",
         ),
         confusion=report(
             "results/figures/confusion_matrices.png",
             caption="../report/confusion.rst",
-            category="3. Linear probes",
+            category="3. Probes",
         ),
     log:
         "logs/compare.log",
@@ -37,7 +53,7 @@ rule compare:
         mem_mb=2000,
         runtime=10,
     params:
-        model_inits=model_inits(),
+        result_keys=probe_results(),
         standin=STANDIN,
         code=code_version("compare"),
     script:
@@ -63,6 +79,9 @@ rule summary:
     params:
         config=config,
         standin=STANDIN,
+        tokenizer=TOKENIZER,
+        feature_keys=model_inits(),
+        probe_keys=probe_results(),
         code=code_version("summary"),
     script:
         "../scripts/summary.py"
