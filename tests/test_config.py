@@ -79,6 +79,8 @@ def test_schema_errors_name_the_problem(root, path, value, message):
         (lambda c: c["dataset"].update(size=100),
          r"dataset.size=100 must be a multiple of models.magvit \(MagVit\)'s spatial"),
         (lambda c: c["dataset"].update(object_radius=[5, 2]), "dataset.object_radius must be"),
+        (lambda c: c["dataset"].update(path_ratio=[0.9, 1.5]), r"dataset.path_ratio must be \[min, max\] with 1 <"),
+        (lambda c: c["dataset"].update(extent=[0.5, 0.9]), r"dataset.extent max 0.9 \(115.2 pixels\) does not fit"),
         (lambda c: c["dataset"].update(shards=10_000), r"dataset.shards \(10000\) exceeds"),
         (lambda c: c["probe"].update(folds=100), "probe.folds=100 exceeds dataset.videos_per_class"),
         (lambda c: c["models"]["pixels"].update(source="hub"), "models.pixels.source must be 'none'"),

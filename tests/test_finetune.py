@@ -36,8 +36,9 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def videos():
+    # A path of up to 2 pixels, so that a disk of 1.5 pixels moves inside the 8-pixel frame.
     cfg = render.DatasetConfig(classes=("linear", "circular", "zigzag"), videos_per_class=4, frames=5, size=8,
-                               seed=3, object_radius=(1.5, 2.5))
+                               seed=3, object_radius=(1.0, 1.5), extent=(0.15, 0.25))
     return np.stack([render.render_video(cfg, i).frames for i in range(cfg.num_videos)])
 
 

@@ -2,8 +2,9 @@ import hashlib
 
 import numpy as np
 import pytest
+from scipy.spatial.distance import pdist
 
-from trajbench import render
+from trajbench import controls, render
 
 CLASSES = tuple(render.TRAJECTORIES)
 
@@ -56,7 +57,16 @@ def test_table_labels_parameters_and_positions(tmp_path):
     assert (table["class_name"] == [CLASSES[i] for i in table["label"]]).all()
     lo, hi = cfg.object_radius
     assert table["radius"].between(lo, hi).all()
-    assert table["speed"].between(*cfg.speed).all()
+    assert (table["extent"] / cfg.size).between(*cfg.extent).all()
+    assert (table["speed"] * (cfg.frames - 1) / table["extent"]).between(*cfg.path_ratio).all()
+    for index in (0, 13, 26):
+        positions, params = render.sample_track(cfg, index)
+        row = table.loc[index]
+        np.testing.assert_allclose(row[[f"x_{f}" for f in range(cfg.frames)]].to_numpy(float), positions[:, 0],
+                                   rtol=1e-5)  # labels.csv keeps 6 significant digits
+        np.testing.assert_allclose(row[[f"y_{f}" for f in range(cfg.frames)]].to_numpy(float), positions[:, 1],
+                                   rtol=1e-5)
+        assert row["speed"] == pytest.approx(params["speed"], rel=1e-5)
     xs = table[[f"x_{f}" for f in range(cfg.frames)]].to_numpy()
     ys = table[[f"y_{f}" for f in range(cfg.frames)]].to_numpy()
     r = table["radius"].to_numpy()[:, None]
@@ -79,13 +89,63 @@ def test_object_visible_at_its_position_in_every_frame(name):
 
 def test_motion_is_subpixel_smooth():
     # A slow linear motion moves the intensity-weighted centroid by fractions of a pixel, never in 1-pixel jumps.
-    cfg = small_config(classes=("linear",), frames=33, size=64, speed=(0.05, 0.05), background="uniform")
+    cfg = small_config(classes=("linear",), frames=33, size=64, extent=(0.2, 0.2), path_ratio=(1.1, 1.1),
+                       background="uniform")
     video = render.render_video(cfg, 0)
     steps = np.linalg.norm(np.diff(video.positions, axis=0), axis=1)
     assert 0 < steps.max() < 1
     frames = video.frames.astype(float)
     diff = np.abs(frames - frames[0]).sum(axis=(1, 2, 3))
     assert (np.diff(diff[:5]) > 0).all()  # the image changes a little every frame, not every few frames
+
+
+@pytest.mark.parametrize("frames, size", [(17, 128), (9, 32)])
+def test_every_class_hits_its_drawn_extent_and_speed(frames, size):
+    cfg = small_config(frames=frames, size=size, videos_per_class=6, object_radius=(2.0, 3.0), camera_jitter=0.0)
+    for index in range(cfg.num_videos):
+        positions, params = render.sample_track(cfg, index)
+        speed = np.linalg.norm(np.diff(positions, axis=0), axis=1).mean()
+        assert pdist(positions).max() == pytest.approx(params["extent"], rel=1e-6), index
+        assert speed == pytest.approx(params["speed"], rel=1e-6), index
+        assert cfg.extent[0] * size <= params["extent"] <= cfg.extent[1] * size
+        assert cfg.path_ratio[0] <= params["speed"] * (frames - 1) / params["extent"] <= cfg.path_ratio[1]
+
+
+def test_speed_size_and_radius_are_drawn_before_the_class_is_known():
+    # The same clip index in a one-class dataset of each class: the same radius, extent and speed whatever the class.
+    drawn = {name: render.sample_track(small_config(classes=(name,)), 2)[1] for name in CLASSES}
+    for key in ("radius", "extent", "speed"):
+        assert len({params[key] for params in drawn.values()}) == 1, key
+
+
+def test_camera_jitter_shakes_the_track_around_the_motion():
+    still, _ = render.sample_track(small_config(), 5)
+    shaken, params = render.sample_track(small_config(camera_jitter=0.5), 5)
+    assert 0.2 < np.std(shaken - still) < 0.8  # the jitter, not another path
+    assert params["extent"] == pytest.approx(pdist(still).max(), rel=1e-6)
+
+
+def test_shuffled_frames_column_is_each_clips_seeded_permutation(tmp_path):
+    cfg = small_config(shards=2)
+    _, table_path = render_dataset(cfg, tmp_path)
+    table = render.load_dataset(tmp_path / "videos.npy", table_path)[1]
+    orders = controls.read_orders(table, cfg.frames)
+    assert not (orders == np.arange(cfg.frames)).all(axis=1).any()  # never the identity
+    for index in range(cfg.num_videos):
+        np.testing.assert_array_equal(orders[index], controls.frame_permutation(cfg.seed, index, cfg.frames))
+    assert len({tuple(o) for o in orders}) == cfg.num_videos
+    assert list(table.columns[-1:]) == [controls.COLUMN] and list(table.columns[:6]) == [
+        "index", "label", "class_name", "radius", "speed", "extent"]
+
+
+def test_impossible_geometry_is_refused_naming_the_keys():
+    with pytest.raises(ValueError, match=r"dataset.extent \[0.35, 0.9\] of a 32-pixel frame"):
+        render.sample_track(small_config(extent=(0.35, 0.9), path_ratio=(1.2, 1.8)), 0)
+    # A projectile's path is at most about twice its diameter: a ratio of 3 is out of its reach.
+    with pytest.raises(ValueError, match=r"class 'parabolic' found no path with ratio 3.0000 .* \[3.0, 3.0\]"):
+        render.sample_track(small_config(classes=("parabolic",), path_ratio=(3.0, 3.0)), 0)
+    with pytest.raises(ValueError, match="dataset.frames=2"):
+        render.sample_track(small_config(frames=2), 0)
 
 
 def test_difficulty_knobs_change_the_video():

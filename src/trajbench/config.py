@@ -73,14 +73,17 @@ def tokenizers(config: dict) -> list[str]:
 def check(config: dict) -> None:
     """Raise ConfigError naming the first key whose value cannot work with the others."""
     ds = config["dataset"]
-    for key in ("object_radius", "speed"):
+    for key, low in (("object_radius", 0), ("extent", 0), ("path_ratio", 1)):
         lo, hi = ds[key]
-        if not 0 < lo <= hi:
-            raise ConfigError(f"dataset.{key} must be [min, max] with 0 < min <= max, got {ds[key]}")
-    if ds["object_radius"][1] * 2 + 2 * ds["camera_jitter"] + 4 > ds["size"]:
+        if not low < lo <= hi:
+            raise ConfigError(f"dataset.{key} must be [min, max] with {low} < min <= max, got {ds[key]}")
+    # The largest path plus the object's margin on both sides (`trajbench.render.sample_track`) must fit the frame.
+    room = ds["size"] - 1 - 2 * (ds["object_radius"][1] + 1 + ds["camera_jitter"])
+    if ds["extent"][1] * ds["size"] > room:
         raise ConfigError(
-            f"dataset.object_radius max {ds['object_radius'][1]} does not fit a {ds['size']}-pixel frame "
-            "with room to move; lower it or raise dataset.size"
+            f"dataset.extent max {ds['extent'][1]} ({ds['extent'][1] * ds['size']:.1f} pixels) does not fit a "
+            f"{ds['size']}-pixel frame with dataset.object_radius max {ds['object_radius'][1]} and camera_jitter "
+            f"{ds['camera_jitter']} (room {room:.1f} pixels); lower them or raise dataset.size"
         )
     n_videos = len(ds["classes"]) * ds["videos_per_class"]
     if ds["shards"] > n_videos:

@@ -1,6 +1,9 @@
 """Synthetic trajectory videos: one object moving along a class-specific path, rendered anti-aliased.
 
-Every video depends only on ``(seed, index)``: its random generator is seeded with both, so a dataset is
+Classes differ by the shape of the path and its time course only: every clip's extent and mean speed are drawn from
+ranges shared by all classes (see the trajectories section), so neither tells the class.
+
+Every video depends only on ``(seed, index)``: its random generators are seeded with both, so a dataset is
 byte-identical whatever the number of shards it is rendered in. Positions are continuous (sub-pixel) and the disk's
 edge is anti-aliased by its exact distance to each pixel centre, so motion is smooth rather than jumping by pixels.
 
@@ -10,6 +13,7 @@ points to +y).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +21,16 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import brentq
+from scipy.spatial.distance import pdist
 
-from trajbench import io
+from trajbench import controls, io
 from trajbench.logs import Progress
 from trajbench.shards import concatenate_npy
 
 TAU = 2 * np.pi
+# Each clip draws its geometry and its appearance from two independent streams, so `sample_track` needs no pixels.
+_TRACK, _LOOK = 0, 1
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,8 @@ class DatasetConfig:
     seed: int
     shards: int = 1
     object_radius: tuple[float, float] = (3.0, 7.0)
-    speed: tuple[float, float] = (0.6, 1.4)
+    extent: tuple[float, float] = (0.35, 0.65)
+    path_ratio: tuple[float, float] = (1.2, 1.8)
     noise_std: float = 0.0
     distractors: int = 0
     trail: float = 0.0
@@ -46,7 +55,7 @@ class DatasetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetConfig":
         d = dict(d)
-        for key in ("classes", "object_radius", "speed"):
+        for key in ("classes", "object_radius", "extent", "path_ratio"):
             if key in d:
                 d[key] = tuple(d[key])
         known = set(cls.__dataclass_fields__)
@@ -65,8 +74,41 @@ class DatasetConfig:
 
 
 # --- trajectories --------------------------------------------------------------------------------------------------
-# Each generator returns a path of shape (T, 2) in units of the frame width, centred loosely on 0, plus the
-# parameters it sampled. ``s`` is the sampled speed factor; ``t`` runs over [0, 1].
+# A class differs from the others by the shape of its path and its time course only: every path's extent (diameter:
+# the largest distance between two of its frame-sampled positions) and its path ratio (arc length over the frames /
+# extent; mean speed = ratio * extent / (frames - 1)) are drawn, before anything class-specific, from ranges shared by
+# all classes. Each class draws its own parameters and returns a `_Shape`: the frame-sampled path (T, 2) in arbitrary
+# units as a function of one knob (how much of the shape is traversed, or how far it bends), which `_solve` sets so
+# that the path ratio equals the drawn one; the path is then scaled to the drawn extent and placed in the frame.
+# Classes without an up (linear, circular, sinusoidal, zigzag, spiral, figure_eight, random_walk) are rotated at
+# random; parabolic and bouncing are only mirrored, so gravity stays down (+y).
+
+# Redraws of a class's own parameters before a drawn path ratio is declared out of the class's reach.
+MAX_ATTEMPTS = 200
+_SCAN = 64  # knob values scanned for the first bracket of the target ratio before Brent's method refines it
+
+
+@dataclass(frozen=True)
+class _Shape:
+    path: Callable[[float], np.ndarray]  # knob -> (T, 2) positions, x right, y down
+    knobs: tuple[float, float]  # the knob's search interval
+    knob: str  # the knob's name in labels.csv
+    params: dict  # the class's own random parameters
+
+
+def path_length(path: np.ndarray) -> float:
+    return float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum())
+
+
+def diameter(path: np.ndarray) -> float:
+    """The largest distance between two positions of ``path`` (T, 2)."""
+    return float(pdist(path).max()) if len(path) > 1 else 0.0
+
+
+def path_ratio(path: np.ndarray) -> float:
+    """Arc length over diameter, >= 1; a path that stays put counts as a straight one (1)."""
+    d = diameter(path)
+    return path_length(path) / d if d > 0 else 1.0
 
 
 def _rotate(path: np.ndarray, angle: float) -> np.ndarray:
@@ -74,99 +116,132 @@ def _rotate(path: np.ndarray, angle: float) -> np.ndarray:
     return path @ np.array([[c, s], [-s, c]])
 
 
-def _linear(rng, t, s):
-    angle = rng.uniform(0, TAU)
-    length = 0.55 * s
-    path = np.stack([length * t, np.zeros_like(t)], axis=1)
-    return _rotate(path, angle), {"direction": angle}
+def _triangle(phase: np.ndarray) -> np.ndarray:
+    """Period-1 triangle wave in [-1, 1]: straight segments with sharp corners."""
+    return 4 * np.abs(phase % 1.0 - 0.5) - 1
 
 
-def _circular(rng, t, s):
-    sense = rng.choice([-1.0, 1.0])
-    phase = rng.uniform(0, TAU)
-    turns = 0.8 * s
-    angle = phase + sense * TAU * turns * t
-    radius = 0.28
-    return radius * np.stack([np.cos(angle), np.sin(angle)], axis=1), {"direction": sense, "phase": phase}
+def _linear(rng, t):
+    # Constant speed along a segment, reflected at its ends (ping-pong); the knob is the distance travelled in
+    # segment lengths, from a random start.
+    angle, start = rng.uniform(0, TAU), rng.uniform(0, 2)
+
+    def path(travel):
+        u = (start + travel * t) % 2.0
+        return _rotate(np.stack([np.minimum(u, 2 - u), np.zeros_like(t)], axis=1), angle)
+
+    return _Shape(path, (0.0, 8.0), "travel", {"direction": angle, "start": start})
 
 
-def _parabolic(rng, t, s):
-    # Projectile under gravity (+y): thrown up and sideways; only mirrored, never rotated, so gravity stays down.
-    sense = rng.choice([-1.0, 1.0])
-    vx = sense * 0.55 * s
-    vy = -rng.uniform(0.9, 1.3)
-    g = 2.0 * -vy * rng.uniform(0.9, 1.1)  # apex near mid-clip
-    path = np.stack([vx * t, vy * t + 0.5 * g * t**2], axis=1)
-    return path, {"direction": sense}
+def _circular(rng, t):
+    # An arc of a circle at constant angular speed; the knob is the angle swept.
+    sense, phase = rng.choice([-1.0, 1.0]), rng.uniform(0, TAU)
+
+    def path(arc):
+        angle = phase + sense * arc * t
+        return np.stack([np.cos(angle), np.sin(angle)], axis=1)
+
+    return _Shape(path, (0.0, 4 * TAU), "arc", {"direction": sense, "phase": phase})
 
 
-def _sinusoidal(rng, t, s):
-    angle = rng.uniform(0, TAU)
-    phase = rng.uniform(0, TAU)
-    cycles = rng.uniform(1.5, 2.5)
-    amplitude = 0.12
-    path = np.stack([0.6 * s * t, amplitude * np.sin(TAU * cycles * t + phase)], axis=1)
-    return _rotate(path, angle), {"direction": angle, "phase": phase, "cycles": cycles}
+def _parabolic(rng, t):
+    # A projectile under gravity (+y) at constant horizontal speed, apex inside the clip; the knob is the drop
+    # (gravity) relative to the horizontal motion: 0 flies straight, large throws almost vertically.
+    sense, apex = rng.choice([-1.0, 1.0]), rng.uniform(0.3, 0.7)
+
+    def path(drop):
+        return np.stack([sense * t, 4 * drop * (t - apex) ** 2], axis=1)
+
+    return _Shape(path, (0.0, 16.0), "drop", {"direction": sense, "apex_time": apex})
 
 
-def _zigzag(rng, t, s):
-    angle = rng.uniform(0, TAU)
-    phase = rng.uniform(0, 1)
-    cycles = rng.uniform(1.5, 2.5)
-    saw = (cycles * t + phase) % 1.0
-    triangle = 4 * np.abs(saw - 0.5) - 1  # straight segments with sharp corners
-    path = np.stack([0.6 * s * t, 0.12 * triangle], axis=1)
-    return _rotate(path, angle), {"direction": angle, "phase": phase, "cycles": cycles}
+def _wave(rng, t, wave):
+    angle, phase, cycles = rng.uniform(0, TAU), rng.uniform(0, 1), rng.uniform(1.5, 2.5)
+
+    def path(amplitude):
+        return _rotate(np.stack([t, amplitude * wave(cycles * t + phase)], axis=1), angle)
+
+    return _Shape(path, (0.0, 4.0), "amplitude", {"direction": angle, "phase": phase, "cycles": cycles})
 
 
-def _spiral(rng, t, s):
-    sense = rng.choice([-1.0, 1.0])
-    outward = rng.random() < 0.5
-    phase = rng.uniform(0, TAU)
-    turns = 1.2 * s
-    angle = phase + sense * TAU * turns * t
-    grow = t if outward else 1 - t
-    radius = 0.04 + 0.26 * grow
-    path = radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
-    return path, {"direction": sense, "phase": phase, "outward": float(outward)}
+def _sinusoidal(rng, t):
+    return _wave(rng, t, lambda phase: np.sin(TAU * phase))
 
 
-def _figure_eight(rng, t, s):
-    angle = rng.uniform(0, TAU)
-    phase = rng.uniform(0, TAU)
-    sense = rng.choice([-1.0, 1.0])
-    theta = phase + sense * TAU * 0.9 * s * t
-    path = np.stack([0.3 * np.sin(theta), 0.3 * np.sin(theta) * np.cos(theta)], axis=1)
-    return _rotate(path, angle), {"direction": angle, "phase": phase}
+def _zigzag(rng, t):
+    return _wave(rng, t, _triangle)
 
 
-def _random_walk(rng, t, s):
-    steps = rng.normal(0, 0.045 * s, size=(len(t), 2))
-    steps[0] = 0
-    return np.cumsum(steps, axis=0), {}
+def _spiral(rng, t):
+    # Constant angular speed while the radius grows (or shrinks) linearly from `inner` to 1; the knob is the angle
+    # swept.
+    sense, phase, outward, inner = rng.choice([-1.0, 1.0]), rng.uniform(0, TAU), rng.random() < 0.5, rng.uniform(
+        0.1, 0.3)
+    radius = inner + (1 - inner) * (t if outward else 1 - t)
+
+    def path(turn):
+        angle = phase + sense * turn * t
+        return radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+
+    return _Shape(path, (0.0, 4 * TAU), "turn",
+                  {"direction": sense, "phase": phase, "outward": float(outward), "inner_radius": inner})
 
 
-def _bouncing(rng, t, s):
-    # A ball dropped with a sideways push that bounces on a floor, losing energy at each bounce.
-    sense = rng.choice([-1.0, 1.0])
-    restitution = rng.uniform(0.65, 0.85)
-    g, h0 = 8.0, 0.35
-    vx = sense * 0.5 * s
-    y, vy, dt = 0.0, rng.uniform(-0.3, 0.3), 1.0 / max(len(t) - 1, 1)
-    ys = [y]
-    for _ in range(len(t) - 1):
-        # Integrate in small sub-steps so the bounce is sharp whatever the frame count.
-        for _ in range(32):
-            vy += g * dt / 32
-            y += vy * dt / 32
-            if y > h0:
-                y, vy = 2 * h0 - y, -vy * restitution
-        ys.append(y)
-    path = np.stack([vx * t, np.asarray(ys)], axis=1)
-    return path, {"direction": sense, "restitution": restitution}
+def _figure_eight(rng, t):
+    # A lemniscate of Gerono traversed at constant parameter speed, centred near its crossing so that the curvature
+    # changes sign; the knob is the parameter span (2 pi: the whole figure).
+    angle, sense, offset = rng.uniform(0, TAU), rng.choice([-1.0, 1.0]), rng.uniform(-0.3, 0.3)
+
+    def path(span):
+        theta = offset + sense * span * (t - 0.5)
+        return _rotate(np.stack([np.sin(theta), np.sin(theta) * np.cos(theta)], axis=1), angle)
+
+    return _Shape(path, (0.0, TAU), "span", {"direction": angle, "phase": offset})
 
 
-TRAJECTORIES: dict[str, Callable] = {
+def _random_walk(rng, t):
+    # A correlated random walk: irregular step lengths, heading diffusing; the knob scales the heading's random turns.
+    heading = rng.uniform(0, TAU)
+    turns = rng.normal(size=len(t) - 1)
+    steps = rng.lognormal(0.0, 0.3, size=len(t) - 1)
+
+    def path(turning):
+        angles = heading + turning * np.cumsum(turns)
+        moves = steps[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        return np.concatenate([np.zeros((1, 2)), np.cumsum(moves, axis=0)])
+
+    return _Shape(path, (0.0, np.pi), "turning", {"direction": heading})
+
+
+def _bounce_heights(t: np.ndarray, g: float, v0: float, restitution: float) -> np.ndarray:
+    """Height above the floor of a ball released at height 1 with upward speed ``v0``, exactly, at times ``t``."""
+    height = np.empty_like(t)
+    start, h, v = 0.0, 1.0, v0
+    while start <= t[-1]:
+        landing = start + (v + np.sqrt(v * v + 2 * g * h)) / g
+        now = (t >= start) & (t < landing)
+        dt = t[now] - start
+        height[now] = h + v * dt - 0.5 * g * dt * dt
+        start, h, v = landing, 0.0, restitution * np.sqrt(v * v + 2 * g * h)
+    return np.maximum(height, 0.0)
+
+
+def _bouncing(rng, t):
+    # A ball released above a floor, bouncing and losing energy at each bounce; the knob is its horizontal speed.
+    sense, restitution = rng.choice([-1.0, 1.0]), rng.uniform(0.65, 0.85)
+    fall = rng.uniform(0.2, 0.4)  # time a ball dropped from rest takes to reach the floor, in clips
+    g = 2.0 / fall**2
+    v0 = rng.uniform(-0.5, 0.5) * np.sqrt(2 * g)
+    y = -_bounce_heights(t, g, v0, restitution)
+
+    def path(drift):
+        return np.stack([sense * drift * t, y], axis=1)
+
+    return _Shape(path, (0.0, 16.0), "drift",
+                  {"direction": sense, "restitution": restitution, "fall_time": fall, "release_speed": v0})
+
+
+TRAJECTORIES: dict[str, Callable[[np.random.Generator, np.ndarray], _Shape]] = {
     "linear": _linear,
     "circular": _circular,
     "parabolic": _parabolic,
@@ -179,6 +254,74 @@ TRAJECTORIES: dict[str, Callable] = {
 }
 
 
+def _solve(shape: _Shape, ratio: float) -> float | None:
+    """The knob in the first scanned interval whose path has exactly ``ratio`` (to ~1e-12), or None if none does."""
+
+    def gap(knob):
+        return path_ratio(shape.path(knob)) - ratio
+
+    knobs = np.linspace(*shape.knobs, _SCAN + 1)[1:]  # knob 0 is a degenerate path
+    previous = gap(knobs[0])
+    for lo, hi in itertools.pairwise(knobs):
+        current = gap(hi)
+        if previous == 0:
+            return float(lo)
+        if np.sign(previous) != np.sign(current):
+            return float(brentq(gap, lo, hi, xtol=1e-14, rtol=1e-14))
+        previous = current
+    return None
+
+
+def sample_track(cfg: DatasetConfig, index: int) -> tuple[np.ndarray, dict]:
+    """The object's centre (T, 2) in pixels (x, y) in every frame of video ``index``, and the parameters drawn.
+
+    Pure geometry, no pixels, depending only on (seed, index): the positions are labels.csv's ``x_i``, ``y_i``.
+    ``speed`` (mean pixels per frame) and ``extent`` (diameter in pixels) are those of the object's motion, exact to
+    ~1e-12 relative; camera jitter, when configured, shakes the positions around it.
+    """
+    centres, jitter, params = _track(cfg, index)
+    return centres + jitter, params
+
+
+def _track(cfg: DatasetConfig, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """`sample_track`'s motion (T, 2) and camera jitter (T, 2) apart: the camera shakes the distractors too."""
+    T, size = cfg.frames, cfg.size
+    if T < 3:
+        raise ValueError(f"dataset.frames={T}: a path needs at least 3 frames to turn; raise dataset.frames")
+    # The object's whole disk (and its anti-aliased edge) stays inside the frame, even shaken by the camera.
+    tightest = size - 1 - 2 * (cfg.object_radius[1] + 1.0 + cfg.camera_jitter)
+    if cfg.extent[1] * size > tightest:
+        raise ValueError(f"dataset.extent {list(cfg.extent)} of a {size}-pixel frame: a path of up to "
+                         f"{cfg.extent[1] * size:.1f} pixels does not fit the {tightest:.1f} pixels left by "
+                         f"object_radius {list(cfg.object_radius)} and camera_jitter {cfg.camera_jitter}; lower "
+                         "dataset.extent or object_radius, or raise dataset.size")
+    rng = np.random.default_rng([cfg.seed, index, _TRACK])
+    radius = rng.uniform(*cfg.object_radius)
+    extent = rng.uniform(*cfg.extent) * size
+    ratio = rng.uniform(*cfg.path_ratio)
+    margin = radius + 1.0 + cfg.camera_jitter
+    room = size - 1 - 2 * margin
+    class_name = cfg.classes[index // cfg.videos_per_class]
+    t = np.linspace(0.0, 1.0, T)
+    for _ in range(MAX_ATTEMPTS):
+        shape = TRAJECTORIES[class_name](rng, t)
+        knob = _solve(shape, ratio)
+        if knob is not None:
+            break
+    else:
+        raise ValueError(f"class {class_name!r} found no path with ratio {ratio:.4f} (arc length / extent) in "
+                         f"{MAX_ATTEMPTS} draws of its parameters at {T} frames; narrow dataset.path_ratio "
+                         f"{list(cfg.path_ratio)} towards 1.5 or raise dataset.frames")
+    path = shape.path(knob)
+    path = (path - path.min(axis=0)) * (extent / diameter(path))
+    slack = room - path.max(axis=0)  # >= 0: a bounding box side is at most the diameter
+    centres = path + margin + rng.uniform(0, 1, size=2) * slack
+    jitter = rng.normal(0.0, cfg.camera_jitter, size=(T, 2)) if cfg.camera_jitter > 0 else np.zeros((T, 2))
+    params = {"radius": radius, "speed": ratio * extent / (T - 1), "extent": extent, shape.knob: knob,
+              **shape.params}
+    return centres, jitter, params
+
+
 # --- rendering -----------------------------------------------------------------------------------------------------
 
 
@@ -187,18 +330,6 @@ class Video:
     frames: np.ndarray  # (T, H, W, 3) uint8
     params: dict = field(default_factory=dict)
     positions: np.ndarray | None = None  # (T, 2) object centre (x, y) in pixels
-
-
-def _place(path: np.ndarray, rng: np.random.Generator, size: int, margin: float) -> tuple[np.ndarray, float]:
-    """Scale a path given in frame widths to pixels, shrink it if needed so it fits, and shift it randomly inside."""
-    pixels = path * size
-    lo, hi = pixels.min(axis=0), pixels.max(axis=0)
-    room = size - 1 - 2 * margin
-    extent = float((hi - lo).max())
-    shrink = min(1.0, room / extent) if extent > 0 else 1.0
-    pixels = (pixels - lo) * shrink
-    slack = room - pixels.max(axis=0)
-    return pixels + margin + rng.uniform(0, 1, size=2) * slack, shrink
 
 
 def _disk_alpha(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
@@ -220,17 +351,10 @@ def _background(rng: np.random.Generator, cfg: DatasetConfig, xx: np.ndarray, yy
 
 def render_video(cfg: DatasetConfig, index: int) -> Video:
     """Render video ``index`` of the dataset described by ``cfg``; depends only on (cfg, index)."""
-    rng = np.random.default_rng([cfg.seed, index])
+    centres, jitter, track_params = _track(cfg, index)
+    rng = np.random.default_rng([cfg.seed, index, _LOOK])
     label = index // cfg.videos_per_class
-    class_name = cfg.classes[label]
-    T, size = cfg.frames, cfg.size
-    t = np.linspace(0.0, 1.0, T)
-
-    radius = rng.uniform(*cfg.object_radius)
-    speed = rng.uniform(*cfg.speed)
-    path, class_params = TRAJECTORIES[class_name](rng, t, speed)
-    margin = radius + 1.0 + cfg.camera_jitter
-    centres, shrink = _place(path, rng, size, margin)
+    T, size, radius = cfg.frames, cfg.size, track_params["radius"]
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     background = _background(rng, cfg, xx, yy)
@@ -240,7 +364,6 @@ def render_video(cfg: DatasetConfig, index: int) -> Video:
         (rng.uniform(4, size - 4, size=2), rng.uniform(2, 5), rng.uniform(0.2, 0.8, size=3))
         for _ in range(cfg.distractors)
     ]
-    jitter = rng.normal(0.0, cfg.camera_jitter, size=(T, 2)) if cfg.camera_jitter > 0 else np.zeros((T, 2))
     noise_seed = int(rng.integers(2**63))
 
     frames = np.empty((T, size, size, 3), dtype=np.uint8)
@@ -268,16 +391,16 @@ def render_video(cfg: DatasetConfig, index: int) -> Video:
         frames[f] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
     params = {
-        "radius": radius,
-        "speed": speed,
-        "shrink": shrink,
+        "index": index,
+        "label": label,
+        "class_name": cfg.classes[label],
+        **track_params,
         "colour_r": colour[0],
         "colour_g": colour[1],
         "colour_b": colour[2],
-        **class_params,
+        controls.COLUMN: controls.format_order(controls.frame_permutation(cfg.seed, index, T)),
     }
-    return Video(frames=frames, params={"index": index, "label": label, "class_name": class_name, **params},
-                 positions=positions)
+    return Video(frames=frames, params=params, positions=positions)
 
 
 def _table_row(video: Video) -> dict:
@@ -320,14 +443,17 @@ def merge_shards(video_paths: list[str], table_paths: list[str], videos_out: str
     write_table(table, table_out)
 
 
-_LEADING = ("index", "label", "class_name", "radius", "speed", "shrink", "colour_r", "colour_g", "colour_b")
+_LEADING = ("index", "label", "class_name", "radius", "speed", "extent", "colour_r", "colour_g", "colour_b")
 
 
 def _column_rank(col: str) -> tuple:
+    """Shared columns first, then the class parameters by name, the positions by axis and frame, the frame order."""
     if col in _LEADING:
         return (0, _LEADING.index(col), 0)
     if col[:2] in ("x_", "y_") and col[2:].isdigit():
         return (2, col[0], int(col[2:]))
+    if col == controls.COLUMN:
+        return (3, col, 0)
     return (1, col, 0)
 
 

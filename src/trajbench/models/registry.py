@@ -6,11 +6,12 @@ checkpoints of one family run side by side under two names. Importing this modul
 
 from __future__ import annotations
 
-from trajbench.models import clip, dinov2, magvit, oracle, pixels, videomae, vjepa2
+from trajbench.models import clip, dinov2, kinematics, magvit, oracle, pixels, videomae, vjepa2
 from trajbench.models.base import Family
 
 FAMILIES: dict[str, Family] = {
-    module.FAMILY.name: module.FAMILY for module in (magvit, videomae, clip, dinov2, vjepa2, pixels, oracle)
+    module.FAMILY.name: module.FAMILY
+    for module in (magvit, videomae, clip, dinov2, vjepa2, pixels, kinematics, oracle)
 }
 
 
