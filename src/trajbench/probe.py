@@ -269,7 +269,8 @@ def run_probe(features: np.ndarray, labels: Sequence[int] | np.ndarray, splits: 
         record, cm = _score_split(x, y, split, k, Cs_sorted, inner_folds, pca_dim, knn_k, seed)
         if grids is not None:
             scores = attentive.score_split(grids, y, split.train_idx, split.test_idx, k, attentive_config,
-                                           seed=_seed_for(seed, split.repeat, split.fold), device=device)
+                                           seed=_seed_for(seed, split.repeat, split.fold), device=device,
+                                           inner_folds=inner_folds)
             record.update(attentive_accuracy=scores["accuracy"], attentive_macro_f1=scores["macro_f1"],
                           attentive_params=scores["params"])
         records.append(record)
@@ -293,7 +294,7 @@ def run_probe(features: np.ndarray, labels: Sequence[int] | np.ndarray, splits: 
         n_features=int(x.shape[1]),
         params={"Cs": Cs_sorted, "inner_folds": int(inner_folds), "pca_dim": int(pca_dim), "knn_k": int(knn_k),
                 "seed": int(seed),
-                **({"attentive": dataclasses.asdict(attentive_config), "device": str(device)} if grids is not None
+                **({"attentive": attentive_config.to_dict(), "device": str(device)} if grids is not None
                    else {})},
         splits_sha256=splits_sha256(splits),
         test_train_ratio=ratio,
