@@ -176,9 +176,11 @@ def test_summary_caveats():
             in caveats)
     assert "a reference for what that geometry gives a probe, not a ceiling" in caveats
     assert "still approximate" in caveats and "Stand-in weights. Every network" in caveats
-    assert caveats.endswith("- Probe notes (a C at the edge of the grid means the grid may be too narrow there):\n"
-                            "  - vmae/random/ordered: C at the grid's edge in 3 of 4 splits\n"
-                            "  - vmae/random/shuffled: C at the grid's edge in 3 of 4 splits\n")
+    n_results = len(TABLES.notes)
+    assert caveats.endswith(f"- Probe notes in 2 of {n_results} probe results (field `notes` of "
+                            "results/probes/<model>/<init>/<control>.json), e.g. vmae/random/ordered: C at the "
+                            "grid's edge in 3 of 4 splits. A C at the edge of the grid means the grid may be too "
+                            "narrow there.\n")
     without = _tables(models=TABLES.models[TABLES.models["model"] != "kinematics"])
     assert "No kinematics cue baseline in this run" in _build(tables=without)
 

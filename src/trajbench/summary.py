@@ -332,9 +332,13 @@ def build(config: dict, env: dict, manifests: list[dict], labels: pd.DataFrame, 
                      "in general.")
     if standin:
         lines.append("- " + STANDIN_CAVEAT.replace("**", ""))
-    notes = [f"  - {'/'.join(key)}: {note}" for key, ns in sorted(tables.notes.items()) for note in ns]
-    if notes:
-        lines += ["- Probe notes (a C at the edge of the grid means the grid may be too narrow there):", *notes]
+    noted = sorted(key for key, ns in tables.notes.items() if ns)
+    if noted:
+        # One line, not one per result: the probe JSONs hold every note.
+        first = noted[0]
+        lines.append(f"- Probe notes in {len(noted)} of {len(tables.notes)} probe results (field `notes` of "
+                     f"results/probes/<model>/<init>/<control>.json), e.g. {'/'.join(first)}: "
+                     f"{tables.notes[first][0]}. A C at the edge of the grid means the grid may be too narrow there.")
     return "\n".join(lines) + "\n"
 
 
