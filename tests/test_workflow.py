@@ -35,11 +35,11 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 # Six models with weights (magvit, videomae, videomae_k400, clip, dinov2, vjepa2) x pretrained/random, and the
-# pixels and oracle baselines: 14 feature jobs, one shard each.
+# pixels, oracle and kinematics baselines: 15 feature jobs, one shard each (each encodes both controls).
 @pytest.mark.parametrize("configfile,extra,tokenize,features,finetune", [
-    ("config/config.yaml", "", 2, 14, 0),
-    ("config/config.yaml", "finetune: {enabled: true}\n", 3, 15, 1),  # + MagVit fine-tuned
-    ("config/demo.yaml", "", 6, 15, 1),  # fine-tuned; tokenize in 2 shards
+    ("config/config.yaml", "", 2, 15, 0),
+    ("config/config.yaml", "finetune: {enabled: true}\n", 3, 16, 1),  # + MagVit fine-tuned
+    ("config/demo.yaml", "", 6, 16, 1),  # fine-tuned; tokenize in 2 shards
 ])
 def test_dry_run_lists_the_dag(configfile, extra, tokenize, features, finetune, tmp_path):
     work = copy_workflow(tmp_path)
@@ -107,7 +107,7 @@ def test_conda_envs_agree_with_pyproject():
 # --- the demo end to end -------------------------------------------------------------------------------------------
 
 NETWORKS = ("videomae", "videomae_k400", "clip", "dinov2", "vjepa2")
-MODEL_INITS = {("magvit", "finetuned"), ("pixels", "none"), ("oracle", "none"),
+MODEL_INITS = {("magvit", "finetuned"), ("pixels", "none"), ("oracle", "none"), ("kinematics", "none"),
                *((model, init) for model in ("magvit", *NETWORKS) for init in ("pretrained", "random"))}
 
 
@@ -130,19 +130,19 @@ def test_demo_produces_summary_tables_figures(demo):
     recon = pd.read_csv(demo / "results/comparisons/reconstruction.csv").set_index("metric")
     assert {"mse", "psnr", "ssim", "codebook_distinct"} <= set(recon.index)
     for name in ("probe_accuracy", "init_differences", "confusion_matrices", "reconstruction_distributions",
-                 "reconstruction_panel"):
+                 "reconstruction_panel", "order_sensitivity", "representation_matrix", "psnr_per_frame"):
         assert (demo / f"results/figures/{name}.png").stat().st_size > 10_000, name
     assert sorted(p.stem for p in (demo / "results/data/gifs").glob("*.gif")) == sorted(
         pd.read_csv(demo / "results/data/labels.csv")["class_name"].unique())
     # Stand-in "pretrained" weights are a different network from the random init, for every model.
     for model in ("magvit", *NETWORKS):
-        pre = np.load(demo / f"results/features/{model}/pretrained.npy")
-        rnd = np.load(demo / f"results/features/{model}/random.npy")
+        pre = np.load(demo / f"results/features/{model}/pretrained/ordered.npy")
+        rnd = np.load(demo / f"results/features/{model}/random/ordered.npy")
         assert pre.shape == rnd.shape and not np.allclose(pre, rnd), model
     # Two checkpoints of one family are two networks (their own stand-in seeds), reported in their own rows.
-    k400 = np.load(demo / "results/features/videomae_k400/pretrained.npy")
-    assert not np.allclose(k400, np.load(demo / "results/features/videomae/pretrained.npy"))
-    meta = json.loads((demo / "results/features/videomae_k400/pretrained.json").read_text())
+    k400 = np.load(demo / "results/features/videomae_k400/pretrained/ordered.npy")
+    assert not np.allclose(k400, np.load(demo / "results/features/videomae/pretrained/ordered.npy"))
+    meta = json.loads((demo / "results/features/videomae_k400/pretrained/features.json").read_text())
     assert meta["family"] == "videomae" and meta["checkpoint_kind"] == "VideoMAEForVideoClassification"
     tokens = np.load(demo / "results/magvit/pretrained/tokens.npy")
     videos = np.load(demo / "results/data/videos.npy", mmap_mode="r")
@@ -199,10 +199,10 @@ def _rerun_plan(demo, extra_yaml: str) -> dict[str, int]:
 def test_rerun_redoes_only_what_changed(demo):
     assert _rerun_plan(demo, "{}\n") == {}  # up to date: nothing to do
     # A probe parameter: the probes and what follows, nothing upstream.
-    assert _rerun_plan(demo, "probe:\n  seed: 1\n") == {"probe": 15, "compare": 1, "summary": 1, "all": 1}
+    assert _rerun_plan(demo, "probe:\n  seed: 1\n") == {"probe": 16, "compare": 1, "summary": 1, "all": 1}
     # The dataset: everything after rendering, but not the environment check or the weights.
     plan = _rerun_plan(demo, "dataset:\n  seed: 1\n")
-    assert plan["render_videos"] == 2 and plan["tokenize"] == 6 and plan["extract_all_features"] == 15
+    assert plan["render_videos"] == 2 and plan["tokenize"] == 6 and plan["extract_all_features"] == 16
     # Not the environment check, the weights, nor the fine-tuning (its own clips, rendered with its own seed).
     assert not {"check_environment", "download_weights", "make_standin_weights", "render_training_videos",
                 "finetune_tokenizer"} & set(plan)
@@ -220,12 +220,12 @@ def test_flipped_byte_in_weights_stops_the_stage_that_loads_them(demo, tmp_path)
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0x01
     weights.write_bytes(bytes(data))
-    proc = snakemake("--cores", "1", "--configfile", "config/demo.yaml", "-f", "results/features/clip/pretrained.npy",
-                     cwd=work, check=False)
+    proc = snakemake("--cores", "1", "--configfile", "config/demo.yaml", "-f",
+                     "results/features/clip/pretrained/ordered.npy", cwd=work, check=False)
     assert proc.returncode != 0
     log = (work / "logs/extract_features/clip/pretrained.log").read_text()
     assert "model.safetensors" in log and "sha256" in log and "rerun download_weights" in log
-    assert not (work / "results/features/clip/pretrained.npy").exists()  # nothing written
+    assert not list((work / "results/features/clip/pretrained").glob("*.npy"))  # nothing written
 
 
 @pytest.mark.slow  # Snakemake downloads from a local hub cache (~10 s)
@@ -281,7 +281,7 @@ def test_broken_flash_attn_falls_back_and_the_models_still_run(demo, tmp_path):
         "undefined symbol: _ZNK3c106SymInt6sym_neERKS0_')\n")
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "2", "-R", "check_environment",
-         "results/features/clip/pretrained.npy", "--configfile", "config/demo.yaml"],
+         "results/features/clip/pretrained/ordered.npy", "--configfile", "config/demo.yaml"],
         cwd=work, capture_output=True, text=True, timeout=900,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(broken), os.environ.get("PYTHONPATH", "")])})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -296,8 +296,9 @@ def test_broken_flash_attn_falls_back_and_the_models_still_run(demo, tmp_path):
 
 # Outputs whose bytes must equal an uninterrupted run's (the rest hold timings or absolute paths).
 DETERMINISTIC = ["results/data/videos.npy", "results/data/labels.csv", "results/data/preview.png",
-                 "results/magvit/*/tokens.npy", "results/magvit/*/reconstructions.npy", "results/magvit/*/metrics.csv",
-                 "results/features/*/*.npy", "results/probes/*/*.json", "results/probes/*/*.csv",
+                 "results/magvit/*/tokens.npy", "results/magvit/*/tokens_shuffled.npy",
+                 "results/magvit/*/reconstructions.npy", "results/magvit/*/metrics.csv", "results/magvit/*/per_frame.csv",
+                 "results/features/*/*/*.npy", "results/probes/*/*/*.json", "results/probes/*/*/*.csv",
                  "results/comparisons/*", "results/figures/*.png", "results/summary.md"]
 
 
@@ -447,17 +448,18 @@ def test_a_key_sorted_copy_of_the_config_reruns_nothing(demo, tmp_path):
     assert yaml.safe_load((work / "config/demo.yaml").read_text()) == yaml.safe_load(
         (ROOT / "config/demo.yaml").read_text())
     assert _rerun_plan(work, "{}\n") == {}
-    assert _rerun_plan(work, "probe:\n  seed: 1\n")["probe"] == 15  # a changed value still reruns
+    assert _rerun_plan(work, "probe:\n  seed: 1\n")["probe"] == 16  # a changed value still reruns
 
 
 @pytest.mark.slow
 def test_the_same_bytes_for_any_cores(demo, tmp_path):
-    """The demo ran with --cores 2; fine-tuning and a probe forced again with --cores 1 write the same bytes (torch
-    computes on the CPU in a fixed thread count, trajbench.runtime.cpu_threads)."""
+    """The demo ran with --cores 2; fine-tuning and two probe jobs (linear and attentive probes, both controls)
+    forced again with --cores 1 write the same bytes (torch computes on the CPU in a fixed thread count,
+    trajbench.runtime.cpu_threads)."""
     work = tmp_path / "demo"
     shutil.copytree(demo, work, symlinks=True)
-    outputs = ["results/finetune/magvit/model.ckpt", "results/probes/oracle/none.json",
-               "results/probes/magvit/random.json"]
+    outputs = ["results/finetune/magvit/model.ckpt", "results/probes/oracle/none/ordered.json",
+               "results/probes/magvit/random/shuffled.json"]
     before = {name: (work / name).read_bytes() for name in outputs}
     snakemake("--cores", "1", "--configfile=config/demo.yaml", "--force", *outputs, cwd=work)
     for name in outputs:
