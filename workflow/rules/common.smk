@@ -167,7 +167,8 @@ def probe_result(model, init, control):
 
 def summary_inputs(wildcards):
     """What the summary reads: the run's facts, the comparison tables, every probe result (for its notes) and
-    feature record (frames, pooling, checkpoint), and the fine-tuning record when enabled."""
+    feature record (frames, pooling, checkpoint), and the fine-tuning record when enabled.
+    """
     inputs = {
         "env": ENV_JSON,
         "table": LABELS,
@@ -177,7 +178,9 @@ def summary_inputs(wildcards):
         "representations": "results/comparisons/representations.csv",
         "reconstruction": "results/comparisons/reconstruction.md",
         "probes": [probe_result(*key) for key in probe_results()],
-        "features": [f"results/features/{m}/{i}/features.json" for m, i in model_inits()],
+        "features": [
+            f"results/features/{m}/{i}/features.json" for m, i in model_inits()
+        ],
     }
     if FINETUNING:
         inputs["finetune"] = FINETUNE["meta"]
@@ -291,3 +294,24 @@ if os.getenv("HF_TOKEN"):
 
     envvars:
         "HF_TOKEN",
+
+
+FEATURE_ARRAYS = ["ordered", "shuffled", "ordered_grid", "shuffled_grid"]
+
+
+def feature_outputs(folder, temporary=False):
+    """The feature files of one job in ``folder``: the four arrays and the meta."""
+    files = {name: f"{folder}/{name}.npy" for name in FEATURE_ARRAYS}
+    files["meta"] = f"{folder}/features.json"
+    return {name: temp(path) if temporary else path for name, path in files.items()}
+
+
+def feature_shards(name):
+    """An input function: the shard files of ``name`` (an array or "meta") of one (model, init), in shard order."""
+    path = feature_outputs("results/features/{model}/{init}/shards/{shard}")[name]
+    return lambda wc: expand(
+        path,
+        shard=range(stage_shards("features", wc.model)),
+        model=wc.model,
+        init=wc.init,
+    )

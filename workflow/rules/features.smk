@@ -1,13 +1,5 @@
 # Each feature job writes both controls (the clips as rendered, and frame-shuffled) as features for the linear probe
-# and token grids for the attentive probe, and one meta file.
-FEATURE_ARRAYS = ["ordered", "shuffled", "ordered_grid", "shuffled_grid"]
-
-
-def feature_outputs(folder, temporary=False):
-    """The feature files of one job in ``folder``: the four arrays and the meta."""
-    files = {name: f"{folder}/{name}.npy" for name in FEATURE_ARRAYS}
-    files["meta"] = f"{folder}/features.json"
-    return {name: temp(path) if temporary else path for name, path in files.items()}
+# and token grids for the attentive probe, and one meta file (FEATURE_ARRAYS, feature_outputs in common.smk).
 
 
 # A shard of a model's features, where features.shards splits them (the networks); merge_features joins them.
@@ -53,17 +45,6 @@ use rule extract_features as extract_all_features with:
         "logs/extract_features/{model}/{init}.log",
     benchmark:
         "results/benchmarks/extract_features/{model}/{init}.tsv"
-
-
-def feature_shards(name):
-    """An input function: the shard files of ``name`` (an array or "meta") of one (model, init), in shard order."""
-    path = feature_outputs("results/features/{model}/{init}/shards/{shard}")[name]
-    return lambda wc: expand(
-        path,
-        shard=range(stage_shards("features", wc.model)),
-        model=wc.model,
-        init=wc.init,
-    )
 
 
 rule merge_features:

@@ -35,6 +35,8 @@ rule finetune_tokenizer:
         "logs/finetune_tokenizer.log",
     benchmark:
         "results/benchmarks/finetune_tokenizer.tsv"
+    # The longest single job, with the finetuned init's tokenize, features and probe behind it: start it first.
+    priority: 10
     conda:
         "../../envs/torch.yaml"
     threads: 1 + uses_gpu()
