@@ -40,7 +40,7 @@ def job_counts(output: str) -> dict[str, int]:
 @pytest.mark.parametrize("configfile,extra,tokenize,features,finetune", [
     ("config/config.yaml", "", 2, 14, 0),
     ("config/config.yaml", "finetune: {enabled: true}\n", 3, 15, 1),  # + MagVit fine-tuned
-    ("config/demo.yaml", "", 6, 15, 1),  # fine-tuned; tokenize in 2 shards
+    ("config/demo.yaml", "", 3, 15, 1),  # fine-tuned
 ])
 def test_dry_run_lists_the_dag(configfile, extra, tokenize, features, finetune, tmp_path):
     work = copy_workflow(tmp_path)
@@ -205,7 +205,7 @@ def test_rerun_redoes_only_what_changed(demo):
     assert _rerun_plan(demo, "probe:\n  seed: 1\n") == {"probe": 15, "compare": 1, "summary": 1, "all": 1}
     # The dataset: everything after rendering, but not the environment check or the weights.
     plan = _rerun_plan(demo, "dataset:\n  seed: 1\n")
-    assert plan["render_videos"] == 2 and plan["tokenize"] == 6 and plan["extract_all_features"] == 15
+    assert plan["render_videos"] == 2 and plan["tokenize"] == 3 and plan["extract_all_features"] == 15
     # Not the environment check, the weights, nor the fine-tuning (its own clips, rendered with its own seed).
     assert not {"check_environment", "download_weights", "make_standin_weights", "render_training_videos",
                 "finetune_tokenizer"} & set(plan)
