@@ -5,12 +5,12 @@ Both are built from their transformers configs with random weights (seeded; noth
 ``CLIPVisionModelWithProjection(CLIPVisionConfig(patch_size=32))`` (224 x 224, 50 tokens, 512-d projection), and
 run as ``trajbench.features`` runs them: float32 weights under autocast in ``--dtype`` on CUDA (float32 on the CPU),
 ``torch.inference_mode``, features pooled the same way (VideoMAE: mean of the patch tokens; CLIP: ``image_embeds``
-of 8 frames per clip).
+of every frame of a clip).
 
 Inputs are real preprocessed clips: synthetic trajectory videos rendered as in config/config.yaml (17 x 128 x 128),
-frames sampled with ``trajbench.models.base.even_indices`` and passed through the model's default image processor
-(``VideoMAEImageProcessor`` / ``CLIPImageProcessor``, loaded back through ``AutoImageProcessor`` as the workflow
-does). That CPU preprocessing is timed apart ("processor" rows): in the workflow it runs batch by batch before
+the frames each family takes (VideoMAE the first ``num_frames``, contiguous; CLIP every frame) passed through the
+model's default image processor (``VideoMAEImageProcessor`` / ``CLIPImageProcessor``, loaded back through
+``AutoImageProcessor`` as the workflow does). That CPU preprocessing is timed apart ("processor" rows): in the workflow it runs batch by batch before
 every forward pass.
 
 Each network row: clips/s, ms/clip and peak GPU memory per attention implementation and batch size, and the largest
@@ -42,10 +42,8 @@ from magvit_gpu import (
     render_clips,
 )
 from trajbench import io
-from trajbench.models.base import even_indices
 
 IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
-CLIP_FRAMES = 8  # the clip family's default frames
 PROCESSOR_ARGS = {"return_tensors": "pt", "input_data_format": "channels_last"}  # as trajbench.models.hf
 QUICK_VIDEOMAE = dict(image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=32, num_hidden_layers=2,
                       num_attention_heads=2, intermediate_size=64)
@@ -148,7 +146,7 @@ class VideoMAE(Network):
         return VideoMAEImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
 
     def frames(self, available: int) -> np.ndarray:
-        return even_indices(available, self.config.num_frames)
+        return np.arange(self.config.num_frames)  # as trajbench.models.videomae: contiguous from frame 0
 
     def to_pixels(self, processor, clips: np.ndarray) -> torch.Tensor:
         """(clips, frames, 3, S, S): one VideoMAE input per clip."""
@@ -178,7 +176,7 @@ class Clip(Network):
         return CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
 
     def frames(self, available: int) -> np.ndarray:
-        return even_indices(available, CLIP_FRAMES)
+        return np.arange(available)  # as trajbench.models.clip: every frame
 
     def to_pixels(self, processor, clips: np.ndarray) -> torch.Tensor:
         """(clips, frames, 3, S, S): the frames of a clip, one image each."""

@@ -53,7 +53,7 @@ CLASSES = (
 )
 # The real run's dataset (config/config.yaml) and a tiny one for --quick.
 FULL_DATA = dict(frames=17, size=128, object_radius=(3.0, 7.0), noise_std=2.0, distractors=1, camera_jitter=0.3)
-QUICK_DATA = dict(frames=5, size=16, object_radius=(1.5, 2.5), noise_std=2.0)
+QUICK_DATA = dict(frames=5, size=16, object_radius=(1.0, 1.5), extent=(0.3, 0.5), noise_std=2.0)  # fits 16 px
 QUICK_MODEL = MagvitConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=6, resolution=16)
 MATMUL_SIZES = {"full": (4096, 8192, 16384), "quick": (128,)}
 

@@ -198,6 +198,7 @@ def test_gpu_rules_ask_slurm_for_a_gpu(slurm_run):
         assert wants == got, f"{jobs[jobid]['rule']} {jobs[jobid]['wildcards']}: gpu resource {wants}, " \
                              f"SLURM ReqTRES {sacct[slurm_id]['req_tres']}"
         asked.setdefault(jobs[jobid]["rule"], set()).add(wants)
-    # Both kinds occur: tokenize always asks, a feature job only for the networks, CPU-only rules never.
+    # Both kinds occur: tokenize and probe (its attentive probe trains on the GPU) always ask, a feature job only for
+    # the networks, CPU-only rules never.
     assert asked["tokenize"] == {True} and asked["extract_all_features"] == {True, False}
-    assert asked["probe"] == {False} and asked["render_videos"] == {False}
+    assert asked["probe"] == {True} and asked["render_videos"] == {False}
