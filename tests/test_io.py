@@ -108,3 +108,26 @@ def test_write_csv_small_floats_keep_a_lowercase_exponent(tmp_path):
     pd = pytest.importorskip("pandas")
     io.write_csv(tmp_path / "t.csv", pd.DataFrame({"x": [1.23456789e-7]}))
     assert (tmp_path / "t.csv").read_bytes() == b"x\n1.23457e-07\n"
+
+
+def test_a_killed_writers_temporary_names_are_removed_by_the_next_write(tmp_path):
+    """SIGKILL leaves the temporary file (or folder) of an atomic write; the next write of that output removes it,
+    and leaves the temporary names of other outputs alone."""
+    target, other = tmp_path / "curves.png", tmp_path / "curves.png.bak"
+    stale_file = tmp_path / ".curves.png.abc12345.tmp.png"
+    stale_file.write_bytes(b"half a png")
+    unrelated = tmp_path / ".other.png.abc12345.tmp.png"
+    unrelated.write_bytes(b"another output's")
+    other_stale = tmp_path / ".curves.png.bak.x1234567.tmp.bak"
+    other_stale.write_bytes(b"")
+    io.write_bytes(target, b"png")
+    assert target.read_bytes() == b"png"
+    assert not stale_file.exists() and unrelated.exists() and other_stale.exists()
+    folder = tmp_path / "gifs"
+    (tmp_path / ".gifs.q9876543.tmp").mkdir()
+    (tmp_path / ".gifs.q9876543.tmp" / "a.gif").write_bytes(b"x")
+    with io.atomic_dir(folder) as scratch:
+        (scratch / "b.gif").write_bytes(b"y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".curves.png.bak.x1234567.tmp.bak", ".other.png.abc12345.tmp.png", "curves.png", "gifs"])
+    assert not other.exists()

@@ -35,14 +35,26 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def _remove_stale(path: Path, suffix: str) -> None:
+    """Remove the temporary names of ``path`` that a killed writer left (SIGKILL runs no cleanup). Snakemake never
+    runs two jobs that write one output at once, so any such name beside it is stale."""
+    import glob
+
+    # tempfile's random part is 8 characters without dots: no other output's temporary name matches.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}{glob.escape(suffix)}"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
-    The temporary name keeps the suffix so that writers which choose a format by extension still work.
+    The temporary name keeps the suffix so that writers which choose a format by extension still work. Temporary
+    names of ``path`` left by a killed writer are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path, f".tmp{path.suffix}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
@@ -63,6 +75,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path, ".tmp")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
