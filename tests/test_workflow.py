@@ -460,6 +460,7 @@ def _below_any(rule: str, rules: set[str], below: dict[str, set[str]]) -> bool:
     return any(rule in below[other] for other in rules if other != rule)
 
 
+@pytest.mark.slow  # the session-wide demo run
 def test_a_key_sorted_copy_of_the_config_reruns_nothing(demo, tmp_path):
     """Params are compared as text: a config file written with its keys in another order plans no job."""
     work = tmp_path / "demo"
