@@ -40,7 +40,7 @@ def read_orders(labels: pd.DataFrame, frames: int) -> np.ndarray:
     if orders.shape != (len(labels), frames) or not (np.sort(orders, axis=1) == np.arange(frames)).all():
         raise ValueError(f"labels column {COLUMN!r} must hold a permutation of 0..{frames - 1} per clip; "
                          "rerun rule render_videos")
-    return orders.reshape(len(labels), frames)
+    return orders
 
 
 def shuffle_frames(clips: np.ndarray, orders: np.ndarray) -> np.ndarray:
@@ -61,17 +61,10 @@ class ShuffledVideos:
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, key):
-        if not isinstance(key, slice):
-            key = slice(key, key + 1) if isinstance(key, (int, np.integer)) else key
-            if not isinstance(key, slice):
-                raise TypeError(f"ShuffledVideos supports integer and slice indexing, got {type(key).__name__}")
-            return self[key][0]
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):  # every reader takes batches; a slice is all that needs shuffling
+            raise TypeError(f"ShuffledVideos is read by slices of clips, got {type(key).__name__}")
         return shuffle_frames(self.videos[key], self.orders[key])
-
-    def __array__(self, dtype=None, copy=None):
-        out = self[:]
-        return out if dtype is None else out.astype(dtype)
 
 
 def shuffle_positions(labels: pd.DataFrame, orders: np.ndarray) -> pd.DataFrame:
