@@ -40,7 +40,7 @@ def job_counts(output: str) -> dict[str, int]:
 @pytest.mark.parametrize("configfile,extra,tokenize,features,finetune", [
     ("config/config.yaml", "", 2, 14, 0),
     ("config/config.yaml", "finetune: {enabled: true}\n", 3, 15, 1),  # + MagVit fine-tuned
-    ("config/demo.yaml", "", 3, 15, 1),  # fine-tuned
+    ("config/demo.yaml", "", 3, 12, 1),  # fine-tuned; clip, dinov2 and vjepa2 pretrained only
 ])
 def test_dry_run_lists_the_dag(configfile, extra, tokenize, features, finetune, tmp_path):
     work = copy_workflow(tmp_path)
@@ -108,10 +108,11 @@ def test_conda_envs_agree_with_pyproject():
 # --- the demo end to end -------------------------------------------------------------------------------------------
 
 NETWORKS = ("videomae", "videomae_k400", "clip", "dinov2", "vjepa2")
+# The demo runs random inits of magvit and videomae only (its time budget); the other networks are pretrained only.
+WITH_RANDOM = ("magvit", "videomae")
 MODEL_INITS = {("magvit", "finetuned"), ("pixels", "none"), ("oracle", "none"), ("kinematics", "none"),
-               ("videomae_k400", "pretrained"),
-               *((model, init) for model in ("magvit", *NETWORKS) if model != "videomae_k400"
-                 for init in ("pretrained", "random"))}
+               *((model, "pretrained") for model in NETWORKS), *((model, "random") for model in WITH_RANDOM),
+               ("magvit", "pretrained")}
 
 
 @pytest.mark.slow  # the session-wide demo run
@@ -127,7 +128,7 @@ def test_demo_produces_summary_tables_figures(demo):
     # The oracle shows the task is learnable even at demo size (chance is 1/9).
     assert models.set_index("model").loc["oracle", "logreg_accuracy_mean"] > 0.5
     paired = pd.read_csv(demo / "results/comparisons/init_differences.csv")
-    assert set(paired["model"]) == {"magvit", *NETWORKS} - {"videomae_k400"}  # k400: pretrained only
+    assert set(paired["model"]) == set(WITH_RANDOM)
     assert set(paired.loc[paired["model"] == "magvit", "comparison"]) == {
         "pretrained − random", "finetuned − random", "finetuned − pretrained"}
     recon = pd.read_csv(demo / "results/comparisons/reconstruction.csv").set_index("metric")
@@ -137,8 +138,8 @@ def test_demo_produces_summary_tables_figures(demo):
         assert (demo / f"results/figures/{name}.png").stat().st_size > 10_000, name
     assert sorted(p.stem for p in (demo / "results/data/gifs").glob("*.gif")) == sorted(
         pd.read_csv(demo / "results/data/labels.csv")["class_name"].unique())
-    # Stand-in "pretrained" weights are a different network from the random init, for every model.
-    for model in ("magvit", *(n for n in NETWORKS if n != "videomae_k400")):
+    # Stand-in "pretrained" weights are a different network from the random init.
+    for model in WITH_RANDOM:
         pre = np.load(demo / f"results/features/{model}/pretrained/ordered.npy")
         rnd = np.load(demo / f"results/features/{model}/random/ordered.npy")
         assert pre.shape == rnd.shape and not np.allclose(pre, rnd), model
@@ -169,8 +170,8 @@ def test_demo_finetuned_tokenizer(demo):
     assert recon.loc["psnr", "finetuned_mean"] > recon.loc["psnr", "random_mean"]
     assert recon.loc["psnr", "finetuned_minus_random_ci_low"] > 0
     history = pd.read_csv(demo / "results/finetune/magvit/history.csv")
-    # The reconstruction term, not the total: the total subtracts a codebook-entropy reward, need not fall in 16 steps.
-    assert history["step"].iloc[-1] == 16
+    # The reconstruction term, not the total: the total subtracts a codebook-entropy reward, need not fall in 8 steps.
+    assert history["step"].iloc[-1] == yaml.safe_load((demo / "config/demo.yaml").read_text())["finetune"]["steps"]
     assert history["reconstruction"].iloc[-1] < 0.6 * history["reconstruction"].iloc[0]
     assert (demo / "results/finetune/magvit/curves.png").stat().st_size > 10_000
     assert not (demo / "results/finetune/magvit/resume.pt").exists()  # removed once training ended

@@ -14,9 +14,12 @@ rule check_environment:
         ),
     log:
         "logs/check_environment.log",
+    # Every job that loads a model waits on it: run it before anything else.
+    priority: 20
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    # Its second probe process mostly waits on imports: one thread leaves a core to render the clips meanwhile.
+    threads: 1
     resources:
         gpu=uses_gpu(),
         mem_mb=4000,

@@ -14,6 +14,8 @@ rule tokenize:
         "logs/tokenize/{init}/{shard}.log",
     benchmark:
         "results/benchmarks/tokenize/{init}/{shard}.tsv"
+    # Long jobs first (after fine-tuning): short feature and probe jobs then fill the cores to the end.
+    priority: 5
     conda:
         "../../envs/torch.yaml"
     # On CPU one thread each lets shards run side by side.

@@ -5,6 +5,8 @@ rule make_standin_weights:
         directory("resources/standins/{model}"),
     log:
         "logs/make_standin_weights/{model}.log",
+    # Short jobs that the long ones (fine-tuning, tokenization) wait on.
+    priority: 10
     conda:
         "../../envs/torch.yaml"
     resources:
