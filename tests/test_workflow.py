@@ -203,17 +203,17 @@ def _rerun_plan(demo, extra_yaml: str) -> dict[str, int]:
 def test_rerun_redoes_only_what_changed(demo):
     assert _rerun_plan(demo, "{}\n") == {}  # up to date: nothing to do
     # A probe parameter: the probes and what follows, nothing upstream.
-    assert _rerun_plan(demo, "probe:\n  seed: 1\n") == {"probe": 15, "compare": 1, "summary": 1, "all": 1}
+    assert _rerun_plan(demo, "probe:\n  seed: 1\n") == {"probe": 12, "compare": 1, "summary": 1, "all": 1}
     # The dataset: everything after rendering, but not the environment check or the weights.
     plan = _rerun_plan(demo, "dataset:\n  seed: 1\n")
-    assert plan["render_videos"] == 2 and plan["tokenize"] == 3 and plan["extract_all_features"] == 15
+    assert plan["render_videos"] == 2 and plan["tokenize"] == 3 and plan["extract_all_features"] == 12
     # Not the environment check, the weights, nor the fine-tuning (its own clips, rendered with its own seed).
     assert not {"check_environment", "download_weights", "make_standin_weights", "render_training_videos",
                 "finetune_tokenizer"} & set(plan)
-    # One model's weights: only that model's branch.
+    # One model's weights: only that model's branch (the demo's clip is pretrained only).
     plan = _rerun_plan(demo, "models:\n  clip:\n    architecture:\n      projection_dim: 8\n")
-    assert plan == {"make_standin_weights": 1, "download_weights": 1, "extract_all_features": 2,
-                    "probe": 2, "compare": 1, "summary": 1, "all": 1}
+    assert plan == {"make_standin_weights": 1, "download_weights": 1, "extract_all_features": 1,
+                    "probe": 1, "compare": 1, "summary": 1, "all": 1}
 
 
 @pytest.mark.slow  # the session-wide demo run
@@ -472,7 +472,7 @@ def test_a_key_sorted_copy_of_the_config_reruns_nothing(demo, tmp_path):
     assert yaml.safe_load((work / "config/demo.yaml").read_text()) == yaml.safe_load(
         (ROOT / "config/demo.yaml").read_text())
     assert _rerun_plan(work, "{}\n") == {}
-    assert _rerun_plan(work, "probe:\n  seed: 1\n")["probe"] == 15  # a changed value still reruns
+    assert _rerun_plan(work, "probe:\n  seed: 1\n")["probe"] == 12  # a changed value still reruns
 
 
 @pytest.mark.slow
