@@ -117,7 +117,8 @@ def test_resized_size_truncates_the_longer_side_as_transformers():
     for height, width in [(17, 128), (128, 17), (300, 260), (33, 50), (128, 128), (7, 1000)]:
         image = np.zeros((3, height, width), np.uint8)
         for short in (32, 224, 292):
-            expected = get_resize_output_image_size(image, short, default_to_square=False, input_data_format="channels_first")
+            expected = get_resize_output_image_size(image, short, default_to_square=False,
+                                                    input_data_format="channels_first")  # fmt: skip
             assert processor_ops.resized_size(height, width, {"shortest_edge": short}) == tuple(expected)
     assert processor_ops.resized_size(17, 128, {"height": 20, "width": 30}) == (20, 30)
 
@@ -140,7 +141,8 @@ def test_exact_numbers_without_resampling():
     # halving a constant frame keeps the constant, bilinear and bicubic
     flat = torch.full((1, 2, 16, 16, 3), 51, dtype=torch.uint8)
     for resample in (2, 3):
-        half = processor_ops.preprocess(flat, {**settings, "resample": resample, "crop_size": {"height": 6, "width": 6}})
+        square = {**settings, "resample": resample, "crop_size": {"height": 6, "width": 6}}
+        half = processor_ops.preprocess(flat, square)
         np.testing.assert_allclose(half.numpy()[0, :, 0], (0.2 - 0.1) / 0.5, rtol=1e-5)
 
 
