@@ -1,6 +1,7 @@
 """Loading and running the transformers families (VideoMAE, CLIP, DINOv2, V-JEPA 2): config and processor from the
 downloaded folder, pretrained weights checked key by key or a seeded random init, and an `Encoder` of batched
-forwards that gives each view's features and token grid.
+forwards that gives each view's features and token grid. Each batch is preprocessed on the device, as torch ops with
+the processor's own settings (`trajbench.models.processor_ops`): the processor is loaded for its settings only.
 
 Model forwards run under ``torch.inference_mode``; on CUDA under autocast in the requested dtype (the weights stay
 float32), on CPU always in float32 so that CPU runs give the same bytes every time.
