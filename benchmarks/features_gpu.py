@@ -10,8 +10,10 @@ of every frame of a clip).
 Inputs are real preprocessed clips: synthetic trajectory videos rendered as in config/config.yaml (17 x 128 x 128),
 the frames each family takes (VideoMAE the first ``num_frames``, contiguous; CLIP every frame) passed through the
 model's default image processor (``VideoMAEImageProcessor`` / ``CLIPImageProcessor``, loaded back through
-``AutoImageProcessor`` as the workflow does). That CPU preprocessing is timed apart ("processor" rows): in the workflow it runs batch by batch before
-every forward pass.
+``AutoImageProcessor``). That CPU preprocessing is timed apart ("processor" rows), and beside it the workflow's own
+preprocessing: the same settings as torch ops on ``--device`` (``trajbench.models.processor_ops``; "torch ops" rows:
+the uint8 clips copied to the device and preprocessed there, as each batch is before its forward pass), with the
+largest difference of its pixel values from the processor's (normalised units).
 
 Each network row: clips/s, ms/clip and peak GPU memory per attention implementation and batch size, and the largest
 difference of its features from the eager ones on the same inputs (relative to their largest magnitude).
@@ -19,12 +21,14 @@ flash_attention_2 rows say why when it is unavailable (package missing, transfor
 
     PYTHONPATH=src python benchmarks/features_gpu.py --json features_gpu.json   # one GPU, ~2 min on an H100
     PYTHONPATH=src python benchmarks/features_gpu.py --quick --device cpu       # smoke run: tiny models, seconds
+    PYTHONPATH=src python benchmarks/features_gpu.py --device cpu --preprocess-only  # preprocessing rows only
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import sys
@@ -42,6 +46,7 @@ from magvit_gpu import (
     render_clips,
 )
 from trajbench import io
+from trajbench.models import processor_ops
 
 IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 PROCESSOR_ARGS = {"return_tensors": "pt", "input_data_format": "channels_last"}  # as trajbench.models.hf
@@ -60,6 +65,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=150.0, help="start no new row after this many seconds")
     parser.add_argument("--quick", action="store_true", help="tiny models and clips, batch 2: a smoke run")
     parser.add_argument("--json", type=Path, help="write every figure here (rewritten after each row)")
+    parser.add_argument("--preprocess-only", action="store_true", help="time the preprocessing rows only")
     args = parser.parse_args()
     started = time.perf_counter()
     device = benchmark_device(args.device)
@@ -77,9 +83,13 @@ def main() -> None:
     clips = render_clips(QUICK_DATA if args.quick else FULL_DATA)
     print_header(COLUMNS)
     for network in (VideoMAE(args.quick), Clip(args.quick)):
-        pixels, row = network.preprocess(clips)
-        results["rows"].append(row)
-        print_row(row, COLUMNS)
+        pixels, rows = network.preprocess(clips, device, min_seconds)
+        for row in rows:
+            results["rows"].append(row)
+            print_row(row, COLUMNS)
+        save()
+        if args.preprocess_only:
+            continue
         reference: dict[int, torch.Tensor] = {}  # eager features per batch size
         for implementation in IMPLEMENTATIONS:
             if time.perf_counter() - started > args.budget_s:
@@ -107,9 +117,10 @@ class Network:
     def row(self, implementation: str, batch: int | None, **values) -> dict:
         return {"network": self.name, "attention": implementation, "batch": batch, **values}
 
-    def preprocess(self, clips: np.ndarray) -> tuple[torch.Tensor, dict]:
+    def preprocess(self, clips: np.ndarray, device: torch.device, min_seconds: float) -> tuple[torch.Tensor, list]:
         """Sampled frames of every clip through the default processor, saved and reloaded with AutoImageProcessor
-        (so the class the workflow would get is the one timed)."""
+        (the class a user gets), then through the workflow's torch ops with the processor's settings on ``device``
+        (uint8 upload included): the processor's pixel values and one row each."""
         from transformers import AutoImageProcessor
 
         with tempfile.TemporaryDirectory() as folder:
@@ -121,9 +132,22 @@ class Network:
         pixels = self.to_pixels(processor, sampled)
         seconds = time.perf_counter() - start
         what = f"processor ({type(processor).__name__}, CPU)"
-        row = self.row(what, len(clips), clips_per_s=len(clips) / seconds, ms_per_clip=1e3 * seconds / len(clips),
-                       status="ok")
-        return pixels, row
+        rows = [self.row(what, len(clips), clips_per_s=len(clips) / seconds, ms_per_clip=1e3 * seconds / len(clips),
+                         status="ok")]  # fmt: skip
+
+        name = type(processor).__name__
+        settings = processor_ops.pipeline_settings(json.loads(processor.to_json_string()), name)
+
+        def step() -> torch.Tensor:
+            return processor_ops.preprocess(processor_ops.to_device(sampled, device), settings)
+
+        ops_pixels = step().cpu()  # warm-up
+        iterations = max(2, math.ceil(min_seconds / max(elapsed_s(step, 1, device), 1e-6)))
+        seconds = elapsed_s(step, iterations, device) / iterations
+        rows.append(self.row(f"torch ops ({name} settings, {device})", len(clips), clips_per_s=len(clips) / seconds,
+                             ms_per_clip=1e3 * seconds / len(clips), status="ok",
+                             max_abs_diff_vs_processor=float((ops_pixels - pixels).abs().max())))  # fmt: skip
+        return pixels, rows
 
 
 class VideoMAE(Network):
@@ -246,6 +270,7 @@ COLUMNS = (  # header, key, format
     ("ms/clip", "ms_per_clip", "{:.2f}"),
     ("peak mem GB", "peak_memory_gb", "{:.2f}"),
     ("max rel diff vs eager", "max_rel_diff_vs_eager", "{:.1e}"),
+    ("max abs diff vs processor", "max_abs_diff_vs_processor", "{:.3f}"),
     ("status", "status", "{}"),
 )
 

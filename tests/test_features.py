@@ -28,6 +28,7 @@ from transformers import (
 from trajbench import controls
 from trajbench.features import extract_features
 from trajbench.io import write_json
+from trajbench.models import processor_ops
 from trajbench.models.base import FeatureError
 from trajbench.models.magvit import token_histogram, unpack_bits
 
@@ -104,6 +105,13 @@ def _frames_permuted(ordered, orders):
     return np.take_along_axis(ordered, orders.reshape(orders.shape + (1,) * (ordered.ndim - 2)), axis=1)
 
 
+def _torch_op_pixels(processor, frames):
+    """Pixel values of uint8 frames (N, H, W, 3) as the workflow makes them: the torch ops with ``processor``'s
+    settings (tests/test_preprocess.py holds them to the processor's own output)."""
+    settings = processor_ops.pipeline_settings(json.loads(processor.to_json_string()), "test")
+    return processor_ops.preprocess(torch.from_numpy(np.ascontiguousarray(frames)), settings)
+
+
 def _edit_checkpoint(src, dst, drop=(), add=None):
     shutil.copytree(src, dst)
     tensors = load_file(dst / "model.safetensors")
@@ -135,6 +143,7 @@ def test_videomae_matches_manual_pipeline_and_records_meta(videos, labels, video
     pre = meta["preprocessing"]
     assert (pre["image_mean"], pre["image_std"]) == (VIDEOMAE_MEAN, VIDEOMAE_STD)
     assert pre["crop_size"] == {"height": 32, "width": 32} and pre["pixel_values_shape_per_clip"] == [4, 3, 32, 32]
+    assert pre["ran_as"] == "torch ops (trajbench.models.processor_ops.preprocess) on cpu, float32"
     assert meta["attn_implementation"] == "sdpa" and meta["dim"] == 32 and meta["dtype"] == "float32"
     assert meta["grid"]["shape"] == [2, 4, 32] and meta["grid"]["tokens"] == [2, 2, 2, 32]
     assert meta["controls"] == {c: {"dim": 32, "grid_shape": [2, 4, 32]} for c in controls.CONTROLS}
@@ -219,7 +228,7 @@ def _clip_by_hand(folder, frames):
     processor = CLIPImageProcessor.from_pretrained(folder)
     model = CLIPModel.from_pretrained(folder).eval()
     with torch.inference_mode():
-        pixel_values = processor(list(frames), return_tensors="pt")["pixel_values"]
+        pixel_values = _torch_op_pixels(processor, frames)
         hidden = model.vision_model(pixel_values=pixel_values)
         return model.visual_projection(hidden.pooler_output).numpy(), hidden.last_hidden_state[:, 1:].numpy()
 
@@ -478,7 +487,7 @@ def test_dinov2_concat_mean_matches_per_frame_cls_embeddings(videos, labels, tmp
     processor = BitImageProcessor.from_pretrained(folder)
     model = Dinov2Model.from_pretrained(folder).eval()
     with torch.inference_mode():
-        pixel_values = processor(list(videos[:, :3].reshape(-1, H, W, 3)), return_tensors="pt")["pixel_values"]
+        pixel_values = _torch_op_pixels(processor, videos[:, :3].reshape(-1, H, W, 3))
         output = model(pixel_values=pixel_values)
     embeds = output.pooler_output.reshape(N, 3, 32).numpy()
     expected = np.concatenate([embeds.reshape(N, -1), embeds.mean(axis=1)], axis=1)
@@ -491,26 +500,6 @@ def test_dinov2_concat_mean_matches_per_frame_cls_embeddings(videos, labels, tmp
     np.testing.assert_allclose(grid, patches.reshape(N, 3, 4, 32), rtol=1e-3, atol=1e-3)
 
 
-def test_vjepa2_preprocessing_numbers():
-    from trajbench.models import vjepa2
-
-    rng = np.random.default_rng(0)
-    clips = torch.from_numpy(rng.integers(0, 256, (2, 4, 8, 12, 3), dtype=np.uint8))
-    settings = {"resize_px": 8, "crop_px": 8, "rescale_factor": 1 / 255, "image_mean": [0.1, 0.2, 0.3],
-                "image_std": [0.5, 0.25, 0.2]}
-    out = vjepa2.preprocess(clips, settings).numpy()
-    assert out.shape == (2, 4, 3, 8, 8)
-    # the shorter side already has 8 pixels: no resize, the centre 8 of 12 columns, rescaled and normalised
-    expected = (clips.numpy()[:, :, :, 2:10].transpose(0, 1, 4, 2, 3) / 255 - np.array([0.1, 0.2, 0.3])[:, None, None]
-                ) / np.array([0.5, 0.25, 0.2])[:, None, None]
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-    # halving: the antialiased bilinear resize of a constant frame is that constant
-    flat = torch.full((1, 2, 16, 16, 3), 51, dtype=torch.uint8)
-    half = vjepa2.preprocess(flat, {**settings, "resize_px": 8, "crop_px": 6}).numpy()
-    np.testing.assert_allclose(half[0, :, 0], (0.2 - 0.1) / 0.5, rtol=1e-5)
-    assert half.shape == (1, 2, 3, 6, 6)
-
-
 def test_vjepa2_features_are_the_encoder_mean_over_every_even_frame(videos, labels, tmp_path):
     from transformers import VJEPA2Model
 
@@ -520,10 +509,12 @@ def test_vjepa2_features_are_the_encoder_mean_over_every_even_frame(videos, labe
     outputs, meta = extract_features("vjepa2", "pretrained", videos, labels, {}, weights_dir=folder, batch_size=4)
     features, grid = outputs["ordered"]
     assert meta["frames"] == [0, 1, 2, 3] and meta["checkpoint_kind"] == "VJEPA2Model"  # T=5: the even 4, contiguous
-    settings = vjepa2.preprocessing(type("R", (), {"weights_dir": folder, "model_name": "vjepa2"}))
+    name, settings = vjepa2.preprocessing(type("R", (), {"weights_dir": folder, "model_name": "vjepa2"}))
+    assert name == "VJEPA2VideoProcessor" and meta["preprocessing"]["processor"] == name
+    assert settings["size"] == {"shortest_edge": 24} and settings["resample"] == 2
     model = VJEPA2Model.from_pretrained(folder).eval()
     with torch.inference_mode():
-        pixel_values = vjepa2.preprocess(torch.from_numpy(videos[:, :4].copy()), settings)
+        pixel_values = processor_ops.preprocess(torch.from_numpy(videos[:, :4].copy()), settings)
         hidden = model(pixel_values_videos=pixel_values, skip_predictor=True).last_hidden_state.numpy()
     np.testing.assert_allclose(features, hidden.mean(axis=1), rtol=1e-5, atol=1e-5)
     # The grid: 2 tubelets x 3 x 3 patches (24 / 8), which fit the 4 x 4 grid unpooled.

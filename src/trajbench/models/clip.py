@@ -39,7 +39,7 @@ def extract(run: Run) -> tuple[Encoder, dict]:
         return output.image_embeds, output.last_hidden_state
 
     tokens = "the vision tower's last_hidden_state (before its post_layernorm)"
-    encoder, meta = hf.per_frame(run, hf.processor(run), vision_config, frame_embeds, tokens)
+    encoder, meta = hf.per_frame(run, vision_config, frame_embeds, tokens)
     meta.update(
         embedding="image_embeds (visual projection of the pooled CLS token, not L2-normalised)",
         projection_dim=int(vision_config.projection_dim),

@@ -29,7 +29,7 @@ def extract(run: Run) -> tuple[Encoder, dict]:
         return output.pooler_output, output.last_hidden_state
 
     tokens = "last_hidden_state (after the final layernorm)"
-    encoder, meta = hf.per_frame(run, hf.processor(run), config, frame_embeds, tokens, fixed_size=False)
+    encoder, meta = hf.per_frame(run, config, frame_embeds, tokens, fixed_size=False)
     meta.update(embedding="pooler_output (layer-normed CLS token)", hidden_size=int(config.hidden_size), **load_meta)
     return encoder, meta
 

@@ -1,6 +1,7 @@
 """Loading and running the transformers families (VideoMAE, CLIP, DINOv2, V-JEPA 2): config and processor from the
 downloaded folder, pretrained weights checked key by key or a seeded random init, and an `Encoder` of batched
-forwards that gives each view's features and token grid.
+forwards that gives each view's features and token grid. Each batch is preprocessed on the device, as torch ops with
+the processor's own settings (`trajbench.models.processor_ops`): the processor is loaded for its settings only.
 
 Model forwards run under ``torch.inference_mode``; on CUDA under autocast in the requested dtype (the weights stay
 float32), on CPU always in float32 so that CPU runs give the same bytes every time.
@@ -13,14 +14,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from trajbench.models import processor_ops
 from trajbench.models.base import Encoder, FeatureError, Run, View, grid_meta, listing, map_batches, pool_grid
 from trajbench.runtime import autocast
 
 if TYPE_CHECKING:
     import torch
-
-# Frames are HWC uint8; saying so stops the processor guessing the channel axis on tiny frames.
-PROCESSOR_ARGS = {"return_tensors": "pt", "input_data_format": "channels_last"}
 
 
 def config(run: Run):
@@ -168,22 +167,34 @@ def check_image_size(pixel_shape: list[int], image_size: int | list[int], run: R
         )
 
 
-PROCESSOR_KEYS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
-                  "do_normalize", "image_mean", "image_std")  # fmt: skip
+def processor_settings(run: Run) -> tuple[str, dict]:
+    """The folder's image processor, loaded (which validates it), as (its class name, its pipeline settings for
+    `processor_ops.preprocess`)."""
+    image_processor = processor(run)
+    values = json.loads(image_processor.to_json_string())  # plain lists/dicts on every transformers version
+    source = f"{run.weights_dir / 'preprocessor_config.json'} ({type(image_processor).__name__})"
+    return type(image_processor).__name__, processor_ops.pipeline_settings(values, source)
 
 
-def processor_meta(settings: dict[str, Any], name: str, pixel_shape: list[int]) -> dict:
-    """The resize/crop/normalisation settings and the pixel_values shape of one clip."""
+def device_pixels(run: Run, settings: dict, frames: int) -> Callable[[np.ndarray], torch.Tensor]:
+    """``pixels(uint8 clips (B, T, H, W, 3)) -> pixel values (B, frames, 3, h, w)`` of the first ``frames`` frames:
+    the uint8 batch goes to ``run.device`` and is preprocessed there (`processor_ops.preprocess`)."""
+
+    def pixels(clips: np.ndarray) -> torch.Tensor:
+        return processor_ops.preprocess(processor_ops.to_device(clips[:, :frames], run.device), settings)
+
+    return pixels
+
+
+def processor_meta(settings: dict[str, Any], name: str, pixel_shape: list[int], device: torch.device) -> dict:
+    """The resize/crop/normalisation settings, whose processor they come from, where they ran and the pixel_values
+    shape of one clip."""
     return {
         "processor": name,
-        **{key: settings.get(key) for key in PROCESSOR_KEYS},
+        **{key: settings[key] for key in processor_ops.KEYS},
+        "ran_as": f"torch ops (trajbench.models.processor_ops.preprocess) on {device}, float32",
         "pixel_values_shape_per_clip": [int(s) for s in pixel_shape],
     }
-
-
-def image_processor_meta(image_processor, pixel_shape: list[int]) -> dict:
-    settings = json.loads(image_processor.to_json_string())  # plain lists/dicts on every transformers version
-    return processor_meta(settings, type(image_processor).__name__, pixel_shape)
 
 
 def encoder(
@@ -191,19 +202,19 @@ def encoder(
     pixels: Callable[[np.ndarray], torch.Tensor],
     forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
 ) -> Encoder:
-    """An `Encoder` that preprocesses each batch of a view on CPU (``pixels(clips uint8 (B, T, H, W, 3))``) and runs
-    ``forward(pixel_values) -> (features (B, D), tokens (B, T', H', W', C))`` on the device; the tokens are pooled
-    to the grid (`pool_grid`) there."""
+    """An `Encoder` that preprocesses each batch of a view on the device (``pixels(clips uint8 (B, T, H, W, 3))``
+    returns pixel values there, e.g. `device_pixels`) and runs ``forward(pixel_values) -> (features (B, D), tokens
+    (B, T', H', W', C))`` on them; the tokens are pooled to the grid (`pool_grid`) there."""
     import torch
 
     precision = autocast(run.device, run.dtype)
 
     def encode(view: View) -> tuple[np.ndarray, np.ndarray]:
         def batch(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-            pixel_values = pixels(np.asarray(view.videos[start:stop]))
             with torch.inference_mode():
+                pixel_values = pixels(np.asarray(view.videos[start:stop]))  # float32, outside autocast
                 with precision:
-                    features, tokens = forward(pixel_values.to(run.device))
+                    features, tokens = forward(pixel_values)
                 return features.float().cpu().numpy(), pool_grid(tokens, run.grid_side)
 
         return map_batches(run, view, batch)
@@ -228,9 +239,10 @@ def frame_count(run: Run) -> int:
 
 
 def per_frame(
-    run: Run, image_processor, model_config, frame_embeds: Callable, tokens: str, fixed_size: bool = True
+    run: Run, model_config, frame_embeds: Callable, tokens: str, fixed_size: bool = True
 ) -> tuple[Encoder, dict]:
-    """An image encoder applied to each of the first ``options.frames`` frames of a clip (by default all of them).
+    """An image encoder applied to each of the first ``options.frames`` frames of a clip (by default all of them),
+    preprocessed on the device with the settings of the folder's image processor (`processor_settings`).
 
     ``frame_embeds(pixel_values (B*k, 3, H, W)) -> (embeddings (B*k, D), last_hidden_state (B*k, L, C))``;
     ``tokens`` says what last_hidden_state holds (for meta). With
@@ -247,12 +259,14 @@ def per_frame(
         raise FeatureError(f"{run.model_name} options.pooling must be one of {list(FRAME_POOLINGS)}, got {pooling!r}")
     k = frame_count(run)
 
-    def pixels(clips: np.ndarray):
-        frames = clips[:, :k].reshape(-1, *clips.shape[2:])
-        return image_processor(list(frames), **PROCESSOR_ARGS)["pixel_values"]
+    name, settings = processor_settings(run)
+    clip_pixels = device_pixels(run, settings, k)
 
-    # One clip through the processor: its sizes are checked before any forward.
-    pixel_shape = list(pixels(np.asarray(run.videos[:1])).shape)
+    def pixels(clips: np.ndarray):
+        return clip_pixels(clips).flatten(0, 1)  # (B * k, 3, h, w): one image per frame
+
+    # The sizes are checked before any forward.
+    pixel_shape = [k, 3, *processor_ops.output_size(*run.videos.shape[2:4], settings)]
     if fixed_size:
         check_image_size(pixel_shape, model_config.image_size, run)
     patch = model_config.patch_size
@@ -268,7 +282,7 @@ def per_frame(
 
     meta = {
         "frames": list(range(k)),
-        "preprocessing": image_processor_meta(image_processor, pixel_shape),
+        "preprocessing": processor_meta(settings, name, pixel_shape, run.device),
         "pooling": pooling,
         "pooling_layout": (
             f"{k} frame embeddings in time order, then their mean" if pooling == "concat_mean" else "mean of frames"

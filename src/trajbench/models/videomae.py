@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from trajbench import standins
-from trajbench.models import hf
+from trajbench.models import hf, processor_ops
 from trajbench.models.base import ENCODER, Encoder, Family, FeatureError, Run, grid_meta
 
 TINY = {
@@ -39,13 +37,9 @@ def extract(run: Run) -> tuple[Encoder, dict]:
             f"the clip length) but the clips have {available} frames; render at least {frames} frames "
             "(dataset.frames) or choose a checkpoint with fewer"
         )
-    processor = hf.processor(run)
-
-    def pixels(clips: np.ndarray):
-        return processor([list(clip) for clip in clips[:, :frames]], **hf.PROCESSOR_ARGS)["pixel_values"]
-
-    pixel_shape = list(pixels(np.asarray(run.videos[:1])).shape[1:])  # one clip: sizes checked before any forward
-    hf.check_image_size(pixel_shape, config.image_size, run)
+    name, settings = hf.processor_settings(run)
+    pixel_shape = [frames, 3, *processor_ops.output_size(*run.videos.shape[2:4], settings)]
+    hf.check_image_size(pixel_shape, config.image_size, run)  # before loading the weights or any forward
     model, load_meta = hf.load(VideoMAEModel, config, run)
     grid = (frames // config.tubelet_size, pixel_shape[-2] // config.patch_size, pixel_shape[-1] // config.patch_size)
 
@@ -55,7 +49,7 @@ def extract(run: Run) -> tuple[Encoder, dict]:
 
     meta = {
         "frames": list(range(frames)),
-        "preprocessing": hf.image_processor_meta(processor, pixel_shape),
+        "preprocessing": hf.processor_meta(settings, name, pixel_shape, run.device),
         "pooling": "mean of last_hidden_state over all patch tokens",
         "hidden_size": int(config.hidden_size),
         "grid": grid_meta(
@@ -63,7 +57,7 @@ def extract(run: Run) -> tuple[Encoder, dict]:
         ),
         **load_meta,
     }
-    return hf.encoder(run, pixels, forward), meta
+    return hf.encoder(run, hf.device_pixels(run, settings, frames), forward), meta
 
 
 def write_standin(folder: Path, architecture: dict, seed: int) -> Path:

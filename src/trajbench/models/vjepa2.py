@@ -7,9 +7,9 @@ embeddings, so it takes any even number of frames: by default every frame of the
 tubelet size, contiguous from the first.
 
 Preprocessing follows the checkpoint's ``video_preprocessor_config.json`` (transformers' ``VJEPA2VideoProcessor``:
-resize the shorter side, centre crop, rescale, normalise) with torch ops here, since that processor needs
-torchvision, which cannot always be installed beside the user's torch. Resizing is bilinear with antialiasing, as
-torchvision resizes tensors.
+resize the shorter side, centre crop, rescale, normalise) with the torch ops of `trajbench.models.processor_ops` on
+the device, as for the image models; transformers' processor itself needs torchvision, which cannot always be
+installed beside the user's torch.
 """
 
 from __future__ import annotations
@@ -17,52 +17,32 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from trajbench import standins
-from trajbench.models import hf
+from trajbench.models import hf, processor_ops
 from trajbench.models.base import ENCODER, Encoder, Family, FeatureError, Run, grid_meta
 
 TINY = {"crop_size": 32, "patch_size": 8, "frames_per_clip": 8, "tubelet_size": 2, "hidden_size": 32,
         "num_hidden_layers": 1, "num_attention_heads": 2, "mlp_ratio": 2.0, "pred_hidden_size": 32,
         "pred_num_hidden_layers": 1, "pred_num_attention_heads": 2, "pred_num_mask_tokens": 2}  # fmt: skip
 PREPROCESSOR_FILE = "video_preprocessor_config.json"
+# VJEPA2VideoProcessor's class defaults (transformers 5.24), for a flag the file leaves out.
+PREPROCESSOR_FLAGS = {"do_resize": True, "do_center_crop": True, "do_rescale": True, "do_normalize": True}
 
 
-def preprocessing(run: Run) -> dict:
-    """The checkpoint's preprocessing settings: sizes as ints, whatever form the file stores them in."""
+def preprocessing(run: Run) -> tuple[str, dict]:
+    """The checkpoint's video processor (its class name as the file gives it) and its preprocessing settings, checked
+    and in `processor_ops.pipeline_settings`' form whatever form the file stores its sizes in."""
     path = run.weights_dir / PREPROCESSOR_FILE
     if not path.is_file():
         raise FeatureError(
             f"{run.model_name}: no {PREPROCESSOR_FILE} in {run.weights_dir}; the weights download must include it "
             "(allow_patterns: ['*.json', '*.safetensors']) so the model's own resize/normalisation is applied"
         )
-    settings = json.loads(path.read_text())
-    crop, size = settings["crop_size"], settings["size"]
-    settings["crop_px"] = crop["height"] if isinstance(crop, dict) else int(crop)
-    settings["resize_px"] = size["shortest_edge"] if isinstance(size, dict) else int(size)
-    return settings
-
-
-def preprocess(clips, settings: dict):
-    """uint8 clips (B, T, H, W, 3), as a tensor on any device -> float pixel values (B, T, 3, crop, crop)."""
-    import torch
-
-    b, t, h, w, _ = clips.shape
-    frames = clips.reshape(b * t, h, w, 3).permute(0, 3, 1, 2).float()
-    short = settings["resize_px"]
-    size = (short, round(w * short / h)) if h <= w else (round(h * short / w), short)
-    frames = torch.nn.functional.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
-    crop = settings["crop_px"]
-    top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
-    frames = frames[:, :, top : top + crop, left : left + crop] * settings["rescale_factor"]
-    mean = torch.tensor(settings["image_mean"], device=frames.device).view(1, 3, 1, 1)
-    std = torch.tensor(settings["image_std"], device=frames.device).view(1, 3, 1, 1)
-    return ((frames - mean) / std).reshape(b, t, 3, crop, crop)
+    values = {**PREPROCESSOR_FLAGS, **json.loads(path.read_text())}
+    return values.get("video_processor_type", "video processor"), processor_ops.pipeline_settings(values, str(path))
 
 
 def extract(run: Run) -> tuple[Encoder, dict]:
-    import torch
     from transformers import VJEPA2Model
 
     config = hf.config(run)
@@ -73,14 +53,10 @@ def extract(run: Run) -> tuple[Encoder, dict]:
             f"{run.model_name} options.frames={frames}: V-JEPA 2 takes a multiple of its tubelet size "
             f"{config.tubelet_size}, at most the {available} frames of a clip"
         )
-    settings = preprocessing(run)
+    name, settings = preprocessing(run)
+    height, width = processor_ops.output_size(*run.videos.shape[2:4], settings)  # checked before loading
     model, load_meta = hf.load(VJEPA2Model, config, run)
-
-    def pixels(clips: np.ndarray):
-        return preprocess(torch.from_numpy(np.ascontiguousarray(clips[:, :frames])), settings)
-
-    side = settings["crop_px"] // config.patch_size
-    grid = (frames // config.tubelet_size, side, side)
+    grid = (frames // config.tubelet_size, height // config.patch_size, width // config.patch_size)
 
     def forward(pixel_values):
         hidden = model(pixel_values_videos=pixel_values, skip_predictor=True).last_hidden_state.float()
@@ -88,9 +64,7 @@ def extract(run: Run) -> tuple[Encoder, dict]:
 
     meta = {
         "frames": list(range(frames)),
-        "preprocessing": hf.processor_meta(
-            settings, "trajbench.models.vjepa2.preprocess", [frames, 3, settings["crop_px"], settings["crop_px"]]
-        ),
+        "preprocessing": hf.processor_meta(settings, name, [frames, 3, height, width], run.device),
         "pooling": "mean of the encoder's last_hidden_state over all patch tokens (predictor skipped)",
         "hidden_size": int(config.hidden_size),
         "grid": grid_meta(
@@ -99,7 +73,7 @@ def extract(run: Run) -> tuple[Encoder, dict]:
         ),
         **load_meta,
     }
-    return hf.encoder(run, pixels, forward), meta
+    return hf.encoder(run, hf.device_pixels(run, settings, frames), forward), meta
 
 
 def write_standin(folder: Path, architecture: dict, seed: int) -> Path:
