@@ -38,10 +38,11 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import yaml
 
-from cpu_workflow import RULE, ROOT, SNAKEMAKE, benchmark_files, copy_workflow, job_durations, machine
+from cpu_workflow import ROOT, RULE, SNAKEMAKE, benchmark_files, copy_workflow, job_durations, machine
 from trajbench import config as tb_config
 from trajbench import io, standins
 from trajbench.modeling_magvit import MagvitConfig
@@ -191,6 +192,7 @@ def rehearse(work: Path, device: str, cores: int, extra: dict) -> dict:
     if (work / "results").exists():
         raise RehearsalError(f"{work / 'results'} exists; the rehearsal starts from an empty results/")
 
+    before = machine()  # date and load average at the start
     start = time.perf_counter()
     written = write_standins(work, config, device, demo)
     standins_s = time.perf_counter() - start
@@ -201,14 +203,16 @@ def rehearse(work: Path, device: str, cores: int, extra: dict) -> dict:
     sampler = GpuSampler(GPU_SAMPLE_S, work) if device == "cuda" else None
     snakemake_start = time.perf_counter()
     with open(work / SNAKEMAKE_LOG, "w") as log, (sampler or contextlib.nullcontext()):
-        returncode = subprocess.run(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        returncode = subprocess.run(
+            command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        ).returncode
     snakemake_s = time.perf_counter() - snakemake_start
     output = (work / SNAKEMAKE_LOG).read_text()
     jobs = job_durations(output)
     bench = benchmark_files(work / "results" / "benchmarks")
     gpu = sampler.per_rule(log_rules(output)) if sampler else None
     return {
-        "machine": machine(),
+        "machine": before,
         "device": device,
         "workdir": str(work),
         "command": " ".join(["python -m snakemake", *command[len(SNAKEMAKE):]]) + " (HF_HUB_OFFLINE=1)",
@@ -283,8 +287,8 @@ class GpuSampler:
     """Samples ``nvidia-smi`` every ``interval`` s in a thread: the GPU's utilisation and, for each process holding
     it, the log file of the Snakemake job it belongs to (`job_log`)."""
 
-    QUERY_GPU = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
-    QUERY_APPS = ["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader,nounits"]
+    QUERY_GPU = ("nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits")
+    QUERY_APPS = ("nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader,nounits")
 
     def __init__(self, interval: float, work: Path):
         self.interval, self.work, self.samples, self.error = interval, work, [], None
@@ -292,7 +296,7 @@ class GpuSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._logs: dict[int, str | None] = {}
 
-    def __enter__(self) -> GpuSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -322,7 +326,7 @@ class GpuSampler:
         return gpu_seconds(self.samples, rule_of_log, self.error)
 
 
-def _query(command: list[str]) -> list[str]:
+def _query(command: tuple[str, ...]) -> list[str]:
     done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=True)
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 

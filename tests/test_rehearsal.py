@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import gpu_workflow  # noqa: E402
+import gpu_workflow
 
 # The real config's jobs per rule, with fine-tuning on (config/config.yaml: 8 render shards, six models with weights,
 # 15 model/init pairs: magvit pretrained/random/finetuned, videomae_k400 pretrained only, four networks x 2 inits,
@@ -36,7 +35,7 @@ def test_cpu_rehearsal_runs_the_real_dag_offline_and_prints_the_table(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_workflow.py"), "--device", "cpu", "--cores", "2",
          "--workdir", str(work), "--json", str(out)],
-        capture_output=True, text=True, timeout=900, env=env,
+        capture_output=True, text=True, timeout=900, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
