@@ -54,6 +54,19 @@ def test_merge_concatenates_and_records_the_shards(tmp_path):
     }
 
 
+def test_merge_lists_per_job_decisions_by_shard(tmp_path):
+    """tokenize.compile: auto decides per job by its clip count, so shards of one run may differ there."""
+    parts = [np.zeros((4, 3), np.int32), np.ones((2, 3), np.int32)]
+    metas = [{"compile_setting": "auto", "clips": [0, 4], "compile": True, "compile_reason": "auto: 4 clips"},
+             {"compile_setting": "auto", "clips": [4, 6], "compile": False, "compile_reason": "auto: 2 clips"}]
+    paths, meta_paths = write_shards(tmp_path, parts, metas)
+    shards.merge({tmp_path / "tokens.npy": paths}, meta_paths, tmp_path / "meta.json", 6, "tokenize (random)")
+    assert json.loads((tmp_path / "meta.json").read_text()) == {
+        "compile_setting": "auto", "clips": [0, 6], "shards": 2, "compile": [True, False],
+        "compile_reason": ["auto: 4 clips", "auto: 2 clips"], "arrays": {"tokens.npy": [6, 3]},
+    }
+
+
 def test_merge_refuses_gaps_mixed_runs_and_mismatched_arrays(tmp_path):
     a, b = np.zeros((4, 3), np.float32), np.zeros((4, 3), np.float32)
     paths, meta_paths = write_shards(tmp_path, [a, b], [{"clips": [0, 4]}, {"clips": [5, 9]}])

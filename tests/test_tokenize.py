@@ -18,7 +18,14 @@ import torch
 from conftest import ROOT
 from trajbench import controls
 from trajbench.modeling_magvit import MagvitConfig, build_model, to_model_range, to_uint8
-from trajbench.tokenize import _cudnn_benchmark, autocast_dtype, session, tokenize_videos
+from trajbench.tokenize import (
+    COMPILE_BREAK_EVEN_CLIPS,
+    _cudnn_benchmark,
+    autocast_dtype,
+    resolve_compile,
+    session,
+    tokenize_videos,
+)
 
 # temporal compression 2, spatial 4: a 5-frame 8x8 clip has 3x2x2 tokens
 CONFIG = MagvitConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=6, resolution=8)
@@ -296,6 +303,66 @@ def test_compiled_out_of_memory_is_not_hidden(model, videos, monkeypatch):
     monkeypatch.setattr(torch, "compile", fake_compile("runs out of memory", []))
     with pytest.raises(torch.cuda.OutOfMemoryError, match="Tried to allocate"):
         run(model, videos[:, :5], compile=True)
+
+
+# --- tokenize.compile: auto ------------------------------------------------------------------------------------------
+
+
+def test_compile_break_even_follows_the_h200_measurement():
+    # 89 s of compiling against (1/24.30 - 1/35.25) + (1/57.28 - 1/86.10) s saved per clip (benchmarks/README.md)
+    assert COMPILE_BREAK_EVEN_CLIPS == pytest.approx(4778.0, abs=0.5)
+
+
+@pytest.mark.parametrize(
+    "setting, device, clips, mode, expected, reason",
+    [
+        ("auto", "cuda", 4777, "optimized", False, "auto: 4777 clips x passes encode_decode+encode would save about 89 s"),
+        ("auto", "cuda:0", 4779, "optimized", True, "auto: 4779 clips x passes encode_decode+encode would save about 89 s"),
+        ("auto", "cuda", 576, "optimized", False, "would save about 11 s against 89 s to compile"),  # the real config
+        ("auto", "cpu", 10**6, "optimized", False, "auto: never on the CPU"),
+        ("auto", "cuda", 10**6, "reference", False, "auto: reference mode runs eagerly"),
+        (True, "cpu", 1, "optimized", True, "tokenize.compile: true"),
+        (True, "cuda", 1, "optimized", True, "tokenize.compile: true"),
+        (False, "cuda", 10**6, "optimized", False, "tokenize.compile: false"),
+    ],
+)
+def test_resolve_compile(setting, device, clips, mode, expected, reason, caplog):
+    with caplog.at_level(logging.INFO, logger="test.compile"):
+        compiled, why = resolve_compile(setting, device, clips, mode=mode, logger=logging.getLogger("test.compile"))
+    assert compiled is expected
+    assert reason in why
+    assert f"magvit torch.compile {'on' if expected else 'off'} ({why})" in caplog.text
+
+
+def test_resolve_compile_counts_the_passes_a_job_runs():
+    # encode alone saves 5.84 ms a clip: 89 s / 5.84 ms = 15,230 clips
+    assert resolve_compile("auto", "cuda", 15_000, passes=("encode",))[0] is False
+    assert resolve_compile("auto", "cuda", 15_500, passes=("encode",))[0] is True
+    assert resolve_compile("auto", "cuda", 7_000, passes=("encode_decode",))[0] is True
+    with pytest.raises(ValueError, match=r"unknown MagVit passes \['decode'\]"):
+        resolve_compile("auto", "cuda", 1, passes=("decode",))
+
+
+@pytest.mark.parametrize("setting", ["yes", "true", 1, None])
+def test_resolve_compile_refuses_other_settings(setting):
+    with pytest.raises(ValueError, match=r"tokenize.compile must be true, false or 'auto', got"):
+        resolve_compile(setting, "cuda", 10)
+
+
+def test_schema_takes_true_false_and_auto_for_compile(root):
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    schema = str(root / "workflow/schemas/config.schema.yaml")
+    for value in (True, False, "auto"):
+        cfg = {"models": {}, "tokenize": {"compile": value}}
+        validate(cfg, schema)
+        assert cfg["tokenize"]["compile"] == value
+    defaults = {"models": {}}
+    validate(defaults, schema)
+    assert defaults["tokenize"]["compile"] == "auto"
+    with pytest.raises(WorkflowError, match="'yes' is not one of"):
+        validate({"models": {}, "tokenize": {"compile": "yes"}}, schema)
 
 
 def test_cudnn_benchmark_is_scoped():

@@ -72,16 +72,20 @@ def check_coverage(ranges: Sequence[Sequence[int]], n_clips: int, what: str) -> 
 
 
 PER_SHARD = ("clips", "num_videos")  # meta fields that differ between the shards of one stage
+# Per-job decisions (tokenize.compile: auto decides by the job's clip count): the merged meta lists them by shard.
+PER_SHARD_DECISIONS = ("compile", "compile_reason")
 
 
 def merge(arrays: Mapping[str, Sequence[str | Path]], metas: Sequence[str | Path], meta_out: str | Path,
           n_clips: int, what: str) -> None:
     """Merge a stage's shards: each ``{output path: [shard paths in order]}`` of ``arrays`` concatenated, and the
-    shards' JSON metadata (which must agree on everything but `PER_SHARD` and cover clips 0..n_clips in order) into
-    ``meta_out`` with ``clips: [0, n_clips]`` and ``shards``."""
+    shards' JSON metadata (which must agree on everything but `PER_SHARD` and `PER_SHARD_DECISIONS`, and cover clips
+    0..n_clips in order) into ``meta_out`` with ``clips: [0, n_clips]``, ``shards`` and each decision as a list, one
+    value per shard."""
     records = [json.loads(Path(path).read_text()) for path in metas]
     check_coverage([record["clips"] for record in records], n_clips, what)
-    common = [{key: value for key, value in record.items() if key not in PER_SHARD} for record in records]
+    per_shard = PER_SHARD + PER_SHARD_DECISIONS
+    common = [{key: value for key, value in record.items() if key not in per_shard} for record in records]
     for path, record in zip(metas[1:], common[1:]):
         differing = sorted(key for key in set(record) | set(common[0]) if record.get(key) != common[0].get(key))
         if differing:
@@ -92,6 +96,9 @@ def merge(arrays: Mapping[str, Sequence[str | Path]], metas: Sequence[str | Path
     merged = dict(common[0], clips=[0, n_clips], shards=len(records))
     if "num_videos" in records[0]:
         merged["num_videos"] = n_clips
+    for key in PER_SHARD_DECISIONS:
+        if key in records[0]:
+            merged[key] = [record.get(key) for record in records]
     for out, paths in arrays.items():
         concatenate_npy(paths, out)
         merged.setdefault("arrays", {})[Path(out).name] = list(np.load(out, mmap_mode="r").shape)

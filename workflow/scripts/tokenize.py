@@ -1,7 +1,7 @@
 from trajbench import controls, io, logs, render, runtime, weights
 from trajbench.checkpoint_magvit import load_checkpoint
 from trajbench.modeling_magvit import MagvitConfig, build_model, estimate_tflop
-from trajbench.tokenize import autocast_dtype, tokenize_videos
+from trajbench.tokenize import autocast_dtype, resolve_compile, tokenize_videos
 
 logger = logs.setup(snakemake.log[0])
 p = snakemake.params
@@ -27,6 +27,9 @@ elif snakemake.wildcards.init == "finetuned":
 else:
     model = build_model(config, seed=p.tokenize["random_seed"])
 dtype = autocast_dtype(p.tokenize["dtype"], choice.device, choice.dtype)
+compiled, compile_reason = resolve_compile(
+    p.tokenize["compile"], choice.device, len(videos), mode=p.tokenize["mode"], logger=logger
+)
 settings = dict(
     batch_size=p.tokenize["batch_size"],
     device=choice.device,
@@ -34,7 +37,7 @@ settings = dict(
     window=p.tokenize["window"],
     logger=logger,
     mode=p.tokenize["mode"],
-    compile=p.tokenize["compile"],
+    compile=compiled,
 )
 with runtime.cpu_threads(choice.device):
     indices, reconstructions = tokenize_videos(model, videos, **settings)
@@ -52,7 +55,9 @@ io.write_json(
         "device": choice.device,
         "dtype": "float32" if p.tokenize["mode"] == "reference" else str(dtype).removeprefix("torch."),
         "mode": p.tokenize["mode"],
-        "compile": p.tokenize["compile"],
+        "compile_setting": p.tokenize["compile"],
+        "compile": compiled,  # decided per job (tokenize.compile: auto), so it may differ between shards
+        "compile_reason": compile_reason,
         "clips": [clips.start, clips.stop],
         "shuffled": f"encoded, frames permuted per labels.csv {controls.COLUMN}",
     },
