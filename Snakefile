@@ -1,6 +1,6 @@
 from snakemake.utils import min_version, validate
 
-min_version("8.0")
+min_version("8.19.3")
 
 
 configfile: "config/config.yaml"

@@ -122,10 +122,31 @@ def test_a_family_newer_than_the_installed_transformers_is_refused_by_name(root,
     monkeypatch.setattr(tb_config, "version", lambda name: "4.48.0" if name == "transformers" else "0")
     cfg = load(root, "config.yaml")
     with pytest.raises(tb_config.ConfigError, match=r"models.vjepa2: family vjepa2 needs transformers>=4.53.0, "
-                                                    r"installed: 4.48.0.*remove models.vjepa2"):
+                                                    r"installed: 4.48.0.*remove models.vjepa2.*vjepa2: null"):
         tb_config.check(cfg)
-    del cfg["models"]["vjepa2"]
+    monkeypatch.setattr(tb_config, "version", lambda name: "4.53.0" if name == "transformers" else "0")
     tb_config.check(cfg)
+
+
+def test_a_null_entry_in_a_later_config_file_drops_the_model(root, monkeypatch):
+    """What the minimum-versions CI leg runs the demo with (.ci/min-override.yaml): transformers 4.48, no vjepa2."""
+    monkeypatch.setattr(tb_config, "version", lambda name: "4.48.0" if name == "transformers" else "0")
+    base = yaml.safe_load((root / "config/config.yaml").read_text())
+    for extra in ("config/demo.yaml", ".ci/min-override.yaml"):
+        _merge(base, yaml.safe_load((root / extra).read_text()))
+    validate(base, str(root / SCHEMA))
+    tb_config.normalize(base)
+    assert "vjepa2" not in base["models"] and base["models"]["videomae"]["source"] == "local"
+    assert base["models"]["videomae"]["inits"] == ["pretrained", "random"]  # the schema's defaults still apply
+    tb_config.check(base)
+
+
+def test_the_config_s_own_mistakes_come_before_the_transformers_requirement(root, monkeypatch):
+    monkeypatch.setattr(tb_config, "version", lambda name: "4.48.0" if name == "transformers" else "0")
+    cfg = load(root, "config.yaml")
+    cfg["probe"]["folds"] = 100
+    with pytest.raises(tb_config.ConfigError, match="probe.folds=100 exceeds"):
+        tb_config.check(cfg)
 
 
 def test_two_checkpoints_of_one_family_under_two_names(root):

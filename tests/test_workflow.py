@@ -105,6 +105,32 @@ def test_conda_envs_agree_with_pyproject():
     assert set(pinned) - {"snakemake"} <= seen, set(pinned) - seen
 
 
+def test_every_floor_is_the_pin_the_minimum_ci_leg_installs():
+    """pyproject.toml, envs/*.yaml and the Snakefile's min_version promise exactly the releases that .ci/run's
+    minimum-versions leg installs (.ci/min-versions.txt) and tests: no floor is untested, no pin is unpromised."""
+    pins = {}
+    for line in (ROOT / ".ci/min-versions.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, release = line.partition("==")
+            pins[name.strip().lower().replace("_", "-")] = release.strip()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = {"pyproject.toml": [*project["dependencies"], *sum(project["optional-dependencies"].values(), [])]}
+    for env_file in sorted((ROOT / "envs").glob("*.yaml")):
+        deps = yaml.safe_load(env_file.read_text())["dependencies"]
+        specs[env_file.name] = [d for d in deps if isinstance(d, str)]
+        specs[env_file.name] += [p for d in deps if isinstance(d, dict) for p in d.get("pip", [])]
+    floors = set()
+    for where, listed in specs.items():
+        for name, bound in _requirements(listed).items():
+            if name in ("python", "pip"):
+                continue
+            assert name in pins, f"{where}: {name}{bound} has no pin in .ci/min-versions.txt"
+            assert bound == f">={pins[name]}", f"{where}: {name}{bound} but .ci/min-versions.txt pins {pins[name]}"
+            floors.add(name)
+    assert floors == set(pins), f"pinned in .ci/min-versions.txt but promised nowhere: {set(pins) - floors}"
+    assert f'min_version("{pins["snakemake"]}")' in (ROOT / "Snakefile").read_text()
+
+
 # --- the demo end to end -------------------------------------------------------------------------------------------
 
 NETWORKS = ("videomae", "videomae_k400", "clip", "dinov2", "vjepa2")

@@ -14,7 +14,7 @@ from typing import Any
 from packaging.version import Version
 
 from trajbench.models import registry
-from trajbench.models.base import TOKENIZER, FeatureError
+from trajbench.models.base import TOKENIZER, Family, FeatureError
 
 # Stand-in weights play the part of "pretrained": drawn with the random inits' seed they would be the same network
 # as "random", and every pretrained-vs-random difference would be exactly zero.
@@ -41,15 +41,19 @@ RESERVED_NAMES = {"benchmarks", "comparisons", "data", "env", "features", "figur
 
 
 def normalize(config: dict) -> None:
-    """Drop model keys that do not apply to the model's source and name each model's family, in place; then put
-    every mapping in canonical (sorted) key order.
+    """Drop model entries set to null and model keys that do not apply to the model's source, and name each model's
+    family, in place; then put every mapping in canonical (sorted) key order.
 
     Snakemake merges a ``--configfile`` over config/config.yaml key by key, so a demo model with ``source: local``
     would otherwise inherit the real config's ``repo_id`` and ``filename`` and carry them into manifests. Snakemake
     compares a rule's params with their earlier values as text, so sorted keys make a reordered config file rerun
     nothing.
     """
-    for name, model in config.get("models", {}).items():
+    models = config.get("models", {})
+    # `models: {<name>: null}` in a later --configfile drops an entry that an earlier file (config/config.yaml) made.
+    for name in [name for name, model in models.items() if model is None]:
+        del models[name]
+    for name, model in models.items():
         keep = _COMMON_KEYS | _SOURCE_KEYS[model["source"]]
         config["models"][name] = {"family": name, **{k: v for k, v in model.items() if k in keep}}
     ordered = canonical(dict(config))
@@ -133,6 +137,9 @@ def check(config: dict) -> None:
             f"probe.inner_folds={probe['inner_folds']} exceeds the {train_per_class} training videos per class "
             f"left by probe.folds={probe['folds']}; lower it or raise dataset.videos_per_class"
         )
+    # Last, so a config's own mistakes are named first even where the installed transformers is old.
+    for name in models:
+        _check_transformers(name, registry.of(config, name))
 
 
 def _check_model(name: str, model: dict, config: dict) -> None:
@@ -165,18 +172,24 @@ def _check_model(name: str, model: dict, config: dict) -> None:
         family.resolve_options(model.get("options"))
     except FeatureError as error:
         raise ConfigError(f"{where}.options: {error}") from None
-    if family.min_transformers:
-        try:
-            installed = version("transformers")
-        except PackageNotFoundError:
-            installed = "none"
-        if installed == "none" or Version(installed) < Version(family.min_transformers):
-            raise ConfigError(
-                f"{where}: family {family.name} needs transformers>={family.min_transformers}, installed: "
-                f"{installed}. Upgrade it (pip install 'transformers>={family.min_transformers}'; your torch stays) "
-                f"or remove models.{name} from the config"
-            )
     if family.check_config:
         problem = family.check_config(name, model, config)
         if problem:
             raise ConfigError(problem)
+
+
+def _check_transformers(name: str, family: Family) -> None:
+    """A family newer than the installed transformers stops the run here, not with an ImportError in a job."""
+    if not family.min_transformers:
+        return
+    try:
+        installed = version("transformers")
+    except PackageNotFoundError:
+        installed = "none"
+    if installed == "none" or Version(installed) < Version(family.min_transformers):
+        raise ConfigError(
+            f"models.{name}: family {family.name} needs transformers>={family.min_transformers}, installed: "
+            f"{installed}. Upgrade it (pip install 'transformers>={family.min_transformers}'; your torch stays) "
+            f"or drop the entry: remove models.{name} from your config file, or set `models: {{{name}: null}}` in "
+            "a config file given after it (--configfile)"
+        )

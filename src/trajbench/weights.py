@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -278,7 +279,7 @@ def _resolve_hub(
                     cache_dir=str(cache),
                     local_files_only=offline,
                     token=token,
-                    tqdm_class=functools.partial(_DownloadLog, logger, model_name, name),
+                    **_progress(logger, model_name, name),
                 )
             ).absolute()
         snapshot = path.parents[len(PurePosixPath(name).parts) - 1]
@@ -391,6 +392,16 @@ def _cached_snapshot(repo_id: str, revision: str, name: str | None, cache: Path)
 def _redact(err: BaseException | None, token: str | bool) -> str:
     text = f"{type(err).__name__}: {err}".replace("\n", " ")
     return text.replace(token, "***") if isinstance(token, str) else text
+
+
+# huggingface_hub 1.x takes a progress class; the 0.x releases that transformers 4.x needs (< 1.0) do not, and
+# draw their own bar on stderr: there a download logs nothing while it runs, and the manifest records the files.
+HUB_TAKES_PROGRESS = "tqdm_class" in inspect.signature(hf_hub_download).parameters
+
+
+def _progress(logger: logging.Logger, model_name: str, name: str) -> dict:
+    """``hf_hub_download``'s progress argument: the file's bytes and rate into the job log, where it takes one."""
+    return {"tqdm_class": functools.partial(_DownloadLog, logger, model_name, name)} if HUB_TAKES_PROGRESS else {}
 
 
 class _DownloadLog:
