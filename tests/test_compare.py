@@ -276,18 +276,49 @@ def test_to_markdown_without_tabulate(monkeypatch):
         "| model | n | acc_mean | acc_ci_low | acc_ci_high | big |")
 
 
-def test_reconstruction_figures_are_written(tmp_path):
+def test_reconstruction_figures_draw_the_per_video_numbers(tmp_path):
     from trajbench import figures
 
     per_video, _ = _recon_inputs("pretrained", "random", "finetuned")
-    figures.reconstruction_distributions(per_video, tmp_path / "dist.png")
+    points = figures.reconstruction_distributions(per_video, tmp_path / "dist.png")
+    assert points["metric"].unique().tolist() == ["psnr", "ssim", "mse"]  # panel order
+    for metric in ("psnr", "ssim", "mse"):
+        for pos, init in enumerate(per_video, start=1):
+            drawn = points[(points["metric"] == metric) & (points["init"] == init)]
+            expected = per_video[init][metric].to_numpy()
+            # The identical video (infinite PSNR) is drawn at the cap.
+            assert drawn["value"].to_numpy() == pytest.approx(np.where(np.isinf(expected), PSNR_CAP_DB, expected))
+            assert ((drawn["x"] - pos).abs() <= 0.15).all() and drawn["x"].nunique() == 3  # jittered around its box
+    figures.reconstruction_distributions(per_video, tmp_path / "dist_again.png")
+    figures.reconstruction_distributions(per_video, tmp_path / "dist_seed1.png", seed=1)
+    assert (tmp_path / "dist.png").read_bytes() == (tmp_path / "dist_again.png").read_bytes()
+    assert (tmp_path / "dist.png").read_bytes() != (tmp_path / "dist_seed1.png").read_bytes()
+
     rng = np.random.default_rng(0)
     videos = rng.integers(0, 255, size=(4, 5, 16, 16, 3), dtype=np.uint8)
-    labels = pd.DataFrame({"index": range(4), "label": [0, 1, 0, 1], "class_name": ["a", "b", "a", "b"]})
+    labels = pd.DataFrame({"index": range(4), "label": [1, 0, 1, 0], "class_name": ["b", "a", "b", "a"]})
     recons = {"pretrained": videos.copy(), "random": rng.integers(0, 255, size=videos.shape, dtype=np.uint8),
               "finetuned": videos // 2}
-    figures.reconstruction_panel(videos, labels, recons, tmp_path / "panel.png", n_frames=3)
-    for name in ("dist", "panel"):
-        data = (tmp_path / f"{name}.png").read_bytes()
-        assert data.startswith(b"\x89PNG") and len(data) > 5000, name
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist.png", "panel.png"]  # no temporary files left
+    cells = figures.reconstruction_panel(videos, labels, recons, tmp_path / "panel.png", n_frames=3)
+    # One row per class, label order, its first video; frames spread over the clip, first and last included.
+    assert list(zip(cells["class_name"], cells["video"], cells["column"])) == [
+        (name, video, column) for name, video in (("a", 1), ("b", 0))
+        for column in ("original", "pretrained", "random", "finetuned")]
+    assert set(cells["frames"]) == {(0, 2, 4)}
+    psnr = cells.set_index(["video", "column"])["psnr"]
+    assert np.isnan(psnr[(1, "original")]) and psnr[(1, "pretrained")] == math.inf
+    for video in (0, 1):
+        for init in ("random", "finetuned"):
+            diff = videos[video].astype(np.float64) - recons[init][video]
+            assert psnr[(video, init)] == pytest.approx(10 * np.log10(255**2 / np.mean(diff**2)))
+    figures.reconstruction_panel(videos, labels, recons, tmp_path / "panel_again.png", n_frames=3)
+    recons["finetuned"] = videos // 3
+    figures.reconstruction_panel(videos, labels, recons, tmp_path / "panel_other.png", n_frames=3)
+    assert (tmp_path / "panel.png").read_bytes() == (tmp_path / "panel_again.png").read_bytes()
+    assert (tmp_path / "panel.png").read_bytes() != (tmp_path / "panel_other.png").read_bytes()
+    with pytest.raises(ValueError, match=r"reconstructions for 'random' have shape \(4, 4, 16, 16, 3\)"):
+        figures.reconstruction_panel(videos, labels, {"random": videos[:, :4]}, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="labels table has 3 rows but there are 4 videos"):
+        figures.reconstruction_panel(videos, labels[:3], recons, tmp_path / "bad.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # no temporary files left, nothing for the refused
+        "dist.png", "dist_again.png", "dist_seed1.png", "panel.png", "panel_again.png", "panel_other.png"]
