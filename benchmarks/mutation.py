@@ -27,7 +27,7 @@ TESTS = {
     "weights": ["tests/test_weights.py", "tests/test_standins.py"],
     "metrics": ["tests/test_metrics.py", "tests/test_compare.py", "tests/test_probe.py"],
     "probe": ["tests/test_probe.py", "tests/test_compare.py"],
-    "compare": ["tests/test_compare.py"],
+    "compare": ["tests/test_compare.py", "tests/test_psnr_per_frame.py"],
     "render": ["tests/test_render.py", "tests/test_features.py"],
     "checkpoint_magvit": ["tests/test_magvit_loader.py", "tests/test_magvit.py", "tests/test_standins.py"],
 }
