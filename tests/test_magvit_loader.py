@@ -7,6 +7,7 @@ import argparse
 import pytest
 import torch
 
+from trajbench import checkpoint_magvit
 from trajbench.checkpoint_magvit import CheckpointError, ema_name, load_checkpoint, save_checkpoint
 from trajbench.modeling_magvit import MagvitConfig, build_model
 
@@ -94,7 +95,7 @@ def test_text_file_is_not_a_checkpoint(tmp_path):
     path.write_text("<html>404 Not Found</html>")
     with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint") as err:
         load_checkpoint(path, CONFIG)
-    assert str(path) in str(err.value) and "b'<htm'" in str(err.value)
+    assert f"{path} (26 bytes)" in str(err.value) and "b'<htm'" in str(err.value)
 
 
 def test_zip_without_a_state_dict(tmp_path):
@@ -103,6 +104,19 @@ def test_zip_without_a_state_dict(tmp_path):
     with pytest.raises(CheckpointError, match=r"expected a dict with a 'state_dict' dict, found \['model'\]") as err:
         load_checkpoint(path, CONFIG)
     assert str(path) in str(err.value)
+    torch.save([1, 2], path)
+    with pytest.raises(CheckpointError, match=r"a 'state_dict' dict, found list\. Point the config"):
+        load_checkpoint(path, CONFIG)
+    torch.save({f"key{i:02d}": 0 for i in range(25)}, path)  # the first 20 keys are named
+    with pytest.raises(CheckpointError, match=r"found \['key00', .*'key19'\]\. Point") as err:
+        load_checkpoint(path, CONFIG)
+    assert "key20" not in str(err.value)
+
+
+def test_long_listings_are_cut_at_twelve():
+    names = [f"k{i:02d}" for i in range(14)]
+    assert checkpoint_magvit._listing(names) == ", ".join(names[:12]) + ", ... (2 more)"
+    assert checkpoint_magvit._listing(names[:12]) == ", ".join(names[:12])
 
 
 def test_checkpoint_of_another_architecture(weights, tmp_path):
@@ -145,6 +159,10 @@ def test_unexpected_raw_key_and_non_tensor_value(weights, tmp_path):
     path = lightning_file(tmp_path / "model.ckpt", {**raw, "decoder.norm_out.bias": [0.0] * 32})
     with pytest.raises(CheckpointError, match=r"decoder\.norm_out\.bias: file a list, not a tensor"):
         load_checkpoint(path, CONFIG, weights="raw")
+    path = lightning_file(tmp_path / "model.ckpt", {**raw, "decoder.norm_out.bias": torch.zeros(32, dtype=torch.int64)})
+    with pytest.raises(CheckpointError, match=r"1 mis-shaped: decoder\.norm_out\.bias: file \(32,\) of torch\.int64, "
+                                              r"not floating point, model \(32,\)\. Pass the config"):
+        load_checkpoint(path, CONFIG, weights="raw")
 
 
 def test_checkpoint_without_ema_weights(weights, tmp_path):
@@ -167,6 +185,8 @@ def test_pickled_non_tensor_object_needs_an_explicit_allowlist(weights, tmp_path
     assert str(path) in message and "argparse.Namespace" in message
     assert "safe_globals=[argparse.Namespace]" in message and "arbitrary code" in message
     assert_loaded(load_checkpoint(path, CONFIG, safe_globals=[argparse.Namespace]), ema)
+    with pytest.raises(CheckpointError, match="argparse.Namespace"):  # allowed for that one load only
+        load_checkpoint(path, CONFIG)
 
 
 def test_invalid_weights_choice(weights, tmp_path):
