@@ -182,6 +182,9 @@ def test_model_table_values_and_order():
     assert (row["logreg_accuracy_mean"], row["logreg_shuffled_accuracy_mean"], row["logreg_macro_f1_mean"],
             row["knn_accuracy_mean"], row["logreg_order_sensitivity_mean"]) == pytest.approx((0.6, 0.5, 0.58, 0.5, 0.1))
     assert (row["chance_uniform"], row["chance_majority"], row["n_splits"]) == (pytest.approx(1 / 3), 0.4, 4)
+    # An init outside compare.INIT_ORDER sorts after the known ones.
+    other = compare.model_table(_controls(clip__pretrained=(0.6, 0.5), clip__distilled=(0.5, 0.5)))
+    assert other["init"].tolist() == ["pretrained", "distilled"]
     # No attentive probe ran: its columns are there, empty.
     assert table.filter(like="attentive_").isna().all().all() and table.filter(like="attentive_").shape[1] == 12
     assert list(table.columns[:3]) == ["model", "init", "n_splits"] and len(table.columns) == 3 + 2 * 12 + 3 + 2
