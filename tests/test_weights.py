@@ -298,7 +298,7 @@ def test_local_source_file_and_folder(tmp_path):
 
 def test_source_none(tmp_path):
     manifest = fetch("pixels", {"source": "none"}, None, tmp_path / "weights.lock")
-    assert manifest["source"] == "none" and manifest["files"] == []
+    assert (manifest["model"], manifest["source"], manifest["files"]) == ("pixels", "none", [])
     assert not (tmp_path / "weights.lock").exists()
     weights.write_manifest(manifest, tmp_path / "pixels.json")
     assert weights.verify(tmp_path / "pixels.json") == manifest
