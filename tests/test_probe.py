@@ -231,7 +231,7 @@ def test_run_probe_smallest_settings_and_exact_fold_records(tmp_path):
     splits = probe.make_splits(TINY_LABELS, folds=2, repeats=1, seed=0)
     params = dict(Cs=[1.0], inner_folds=2, knn_k=1, seed=0)
     result = probe.run_probe(_tiny(), TINY_LABELS, splits, pca_dim=1, **params)
-    assert [f["pca_components"] for f in result.folds] == [1, 1]
+    assert [f["pca_components"] for f in result.folds] == [1, 1] and result.control == "ordered"  # the default
     # Counts stay integers (the JSON holds 3, not 3.0); every test sample is counted once.
     assert {type(n) for row in result.confusion for n in row} == {int} and np.sum(result.confusion) == 12
     same_width = probe.run_probe(_tiny(), TINY_LABELS, splits, pca_dim=3, **params)
