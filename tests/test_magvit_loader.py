@@ -43,6 +43,16 @@ def test_flat_layout_loads_raw_and_ema(weights, tmp_path):
     assert_loaded(load_checkpoint(path, CONFIG, weights="raw"), raw)
 
 
+def test_ema_keys_must_match_the_weights(weights, tmp_path):
+    raw, ema = weights
+    first = sorted(raw)[0]
+    ema = {("extra.weight" if key == first else key): value for key, value in ema.items()}
+    with pytest.raises(ValueError, match=rf"EMA keys differ from the weights' keys: only in weights \['{first}'\], "
+                                         r"only in EMA \['extra\.weight'\]"):
+        save_checkpoint(tmp_path / "model.ckpt", raw, ema)
+    assert not list(tmp_path.iterdir())
+
+
 def test_model_without_ema_state_saves_a_copy_as_ema(tmp_path):
     model = build_model(CONFIG, seed=1)
     path = tmp_path / "model.ckpt"
@@ -51,6 +61,10 @@ def test_model_without_ema_state_saves_a_copy_as_ema(tmp_path):
     key = "decoder.conv_out.conv_1.weight"
     assert state[key].untyped_storage().data_ptr() != state[ema_name(key)].untyped_storage().data_ptr()
     assert_loaded(load_checkpoint(path, CONFIG), model.state_dict())
+    # The authors' EMA bookkeeping: decay as float32, num_updates as int32 (0 unless given).
+    decay, updates = state["model_ema.decay"], state["model_ema.num_updates"]
+    assert (decay.dtype, updates.dtype, updates.item()) == (torch.float32, torch.int32, 0)
+    assert decay.item() == pytest.approx(0.999)
 
 
 def test_saved_bytes_depend_only_on_the_weights(weights, tmp_path):
