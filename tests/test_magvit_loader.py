@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from trajbench import checkpoint_magvit
-from trajbench.checkpoint_magvit import CheckpointError, ema_name, load_checkpoint, save_checkpoint
+from trajbench.checkpoint_magvit import (
+    CheckpointError,
+    ema_name,
+    load_checkpoint,
+    save_checkpoint,
+)
 from trajbench.modeling_magvit import MagvitConfig, build_model
 
 CONFIG = MagvitConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, resolution=16)
@@ -45,7 +50,7 @@ def test_flat_layout_loads_raw_and_ema(weights, tmp_path):
 
 def test_ema_keys_must_match_the_weights(weights, tmp_path):
     raw, ema = weights
-    first = sorted(raw)[0]
+    first = min(raw)
     ema = {("extra.weight" if key == first else key): value for key, value in ema.items()}
     with pytest.raises(ValueError, match=rf"EMA keys differ from the weights' keys: only in weights \['{first}'\], "
                                          r"only in EMA \['extra\.weight'\]"):

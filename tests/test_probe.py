@@ -229,7 +229,7 @@ def test_run_probe_smallest_settings_and_exact_fold_records(tmp_path):
     """inner_folds 2, pca_dim 1 and knn_k 1 are valid; PCA runs only when the features are wider than pca_dim; the
     folds CSV keeps every digit."""
     splits = probe.make_splits(TINY_LABELS, folds=2, repeats=1, seed=0)
-    params = dict(Cs=[1.0], inner_folds=2, knn_k=1, seed=0)
+    params = {"Cs": [1.0], "inner_folds": 2, "knn_k": 1, "seed": 0}
     result = probe.run_probe(_tiny(), TINY_LABELS, splits, pca_dim=1, **params)
     assert [f["pca_components"] for f in result.folds] == [1, 1] and result.control == "ordered"  # the default
     # Counts stay integers (the JSON holds 3, not 3.0); every test sample is counted once.
@@ -242,12 +242,12 @@ def test_run_probe_smallest_settings_and_exact_fold_records(tmp_path):
 
 
 @pytest.mark.parametrize("change, match", [
-    ({"inner_folds": 1}, r"need inner_folds >= 2, pca_dim >= 1, knn_k >= 1 and at least one C; got inner_folds=1, "
-                         r"pca_dim=3, knn_k=1, Cs=\[1\.0\]"),
+    ({"inner_folds": 1}, (r"need inner_folds >= 2, pca_dim >= 1, knn_k >= 1 and at least one C; got inner_folds=1, "
+                          r"pca_dim=3, knn_k=1, Cs=\[1\.0\]")),
     ({"pca_dim": 0}, "pca_dim=0"), ({"knn_k": 0}, "knn_k=0"), ({"Cs": []}, r"Cs=\[\]"),
     ({"splits": "one"}, "need at least 2 splits for a confidence interval, got 1"),
-    ({"splits": "past_end"}, r"split \(repeat 0, fold 1\) does not fit 12 samples or its train and test sets overlap; "
-                             "were the splits made from these labels"),
+    ({"splits": "past_end"}, (r"split \(repeat 0, fold 1\) does not fit 12 samples or its train and test sets "
+                              "overlap; were the splits made from these labels")),
     ({"splits": "overlap"}, r"split \(repeat 0, fold 0\) does not fit 12 samples"),
     ({"class_names": ["a", "b", "c", "d"]}, r"class\(es\) \[3\] have no members; every one of the 4 classes"),
     ({"features": "1d"}, r"features must be a 2-D \(N, D\) array, got shape \(12,\)"),
@@ -259,7 +259,7 @@ def test_run_probe_smallest_settings_and_exact_fold_records(tmp_path):
 ], ids=lambda v: str(v)[:24])
 def test_run_probe_refuses_bad_inputs(change, match):
     splits = probe.make_splits(TINY_LABELS, folds=2, repeats=1, seed=0)
-    kwargs = dict(Cs=[1.0], inner_folds=2, pca_dim=3, knn_k=1, seed=0) | change
+    kwargs = {"Cs": [1.0], "inner_folds": 2, "pca_dim": 3, "knn_k": 1, "seed": 0} | change
     kwargs["splits"] = {"one": splits[:1], "overlap": [splits[0]._replace(test_idx=splits[0].train_idx[:2]), splits[1]],
                         "past_end": [splits[0], splits[1]._replace(test_idx=np.array([12]))]}.get(
         kwargs.get("splits"), splits)
