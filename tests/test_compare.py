@@ -98,11 +98,43 @@ def test_paired_inits_refuses_unpairable_tables():
     with pytest.raises(ValueError, match=r"different splits \(m/pretrained/ordered: splits_sha256 splits-A; "
                                          r"m/random/ordered: splits_sha256 B\)"):
         compare.paired_inits(_ordered(m__pretrained=probe_result(0.9), m__random=probe_result(0.5, sha="B")))
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['n_test', 'n_train'\]"):
+    with pytest.raises(ValueError, match=r"per-split table for m/pretrained lacks column\(s\) \['n_test', 'n_train'\]; "
+                                         r"use ProbeResult.folds_to_csv output"):
         compare.paired_inits(_ordered(m__pretrained=_folds([0.9] * 4, [0.1] * 4).drop(columns=["n_train", "n_test"]),
                                       m__random=_folds([0.9] * 4, [0.1] * 4)))
     # Nothing to pair: an empty table, not an error.
     assert compare.paired_inits(_ordered(m__pretrained=probe_result(0.9), pixels__none=probe_result(0.5))).empty
+
+    # Same number of splits and test sizes, other (repeat, fold) ids: still not pairable.
+    shifted = _folds([0.9] * 4, [0.1] * 4).assign(repeat=lambda f: f["repeat"] + 1)
+    with pytest.raises(ValueError, match="cover different"):
+        compare.paired_inits(_ordered(m__pretrained=_folds([0.9] * 4, [0.1] * 4), m__random=shifted))
+    # A per-split table (no fingerprint) listed first does not end the fingerprint check of the results after it.
+    with pytest.raises(ValueError, match="different splits"):
+        compare.paired_inits(_ordered(a__none=_folds([0.9] * 4, [0.1] * 4), m__pretrained=probe_result(0.9),
+                                      m__random=probe_result(0.5, sha="B")))
+
+
+def test_paired_inits_model_order_uses_the_first_probe_and_metric():
+    """Models run best first by the first probe's mean on the first metric, ties by name; kNN does not rank."""
+    results = _ordered(a__pretrained=_folds([0.6] * 4, [0.99] * 4), a__random=_folds([0.5] * 4, [0.99] * 4),
+                       c__pretrained=_folds([0.8] * 4, [0.1] * 4), c__random=_folds([0.5] * 4, [0.1] * 4),
+                       b__pretrained=_folds([0.8] * 4, [0.1] * 4), b__random=_folds([0.5] * 4, [0.1] * 4))
+    out = compare.paired_inits(results, metrics=("accuracy",))
+    assert list(zip(out["model"], out["probe"])) == [("b", "logreg"), ("b", "knn"), ("c", "logreg"), ("c", "knn"),
+                                                     ("a", "logreg"), ("a", "knn")]
+    # With macro-F1 second, the ranking still reads accuracy: a's high macro-F1 does not lift it.
+    results[("a", "pretrained", "ordered")] = results[("a", "pretrained", "ordered")].assign(macro_f1=0.99)
+    assert compare.paired_inits(results)["model"].unique().tolist() == ["b", "c", "a"]
+
+
+def test_paired_inits_a_probe_missing_from_one_pair_skips_that_pair_only():
+    fin = probe_result([0.9] * 4, attentive=[0.8, 0.7, 0.8, 0.7])
+    rnd = probe_result([0.5] * 4, attentive=[0.6, 0.6, 0.5, 0.5])
+    out = compare.paired_inits(_ordered(m__pretrained=probe_result([0.7] * 4), m__random=rnd, m__finetuned=fin),
+                               metrics=("accuracy",), probes=("attentive",))
+    assert out["comparison"].tolist() == ["finetuned − random"]
+    assert out["diff_mean"].tolist() == pytest.approx([0.2])
 
 
 def _controls(**scores):
@@ -131,7 +163,11 @@ def test_results_scored_on_different_splits_are_refused():
     results[("clip", "random", "shuffled")] = probe_result(0.3, control="shuffled")
     assert len(compare.model_table(results)) == 3
     del results[("clip", "random", "shuffled")]
-    with pytest.raises(ValueError, match=r"no probe result for clip/random/shuffled: every model and init"):
+    with pytest.raises(ValueError, match=r"no probe result for clip/random/shuffled: every model and init is scored "
+                                         r"on ordered and shuffled clips"):
+        compare.model_table(results)
+    del results[("pixels", "none", "ordered")]
+    with pytest.raises(ValueError, match=r"no probe result for clip/random/shuffled, pixels/none/ordered: "):
         compare.model_table(results)
 
 
@@ -146,8 +182,19 @@ def test_model_table_values_and_order():
     assert (row["logreg_accuracy_mean"], row["logreg_shuffled_accuracy_mean"], row["logreg_macro_f1_mean"],
             row["knn_accuracy_mean"], row["logreg_order_sensitivity_mean"]) == pytest.approx((0.6, 0.5, 0.58, 0.5, 0.1))
     assert (row["chance_uniform"], row["chance_majority"], row["n_splits"]) == (pytest.approx(1 / 3), 0.4, 4)
+    # An init outside compare.INIT_ORDER sorts after the known ones.
+    other = compare.model_table(_controls(clip__pretrained=(0.6, 0.5), clip__distilled=(0.5, 0.5)))
+    assert other["init"].tolist() == ["pretrained", "distilled"]
     # No attentive probe ran: its columns are there, empty.
     assert table.filter(like="attentive_").isna().all().all() and table.filter(like="attentive_").shape[1] == 12
+    assert list(table.columns[:3]) == ["model", "init", "n_splits"] and len(table.columns) == 3 + 2 * 12 + 3 + 2
+    # An attentive probe on ordered clips only has no order sensitivity: empty too.
+    results = both_controls("m", "pretrained", {"logreg": 0.9, "attentive": 0.8}, {"logreg": 0.5})
+    row = compare.model_table(results).iloc[0]
+    assert math.isnan(row["attentive_accuracy_mean"]) and row["logreg_order_sensitivity_mean"] == pytest.approx(0.4)
+    results[("m", "pretrained", "shuffled")].folds.pop()
+    with pytest.raises(ValueError, match="m/pretrained/ordered and m/pretrained/shuffled per-split tables cover"):
+        compare.model_table(results)
 
 
 def test_model_table_order_sensitivity_is_paired_by_split():
@@ -201,6 +248,20 @@ def test_paired_models_pairs_every_representation_within_an_init_kind():
     assert fin.iloc[0]["diff_mean"] == pytest.approx(0.65 - 0.45)
 
 
+def test_paired_models_ties_missing_kinds_and_unpairable_tables():
+    results = _ordered(alpha__random=_folds([0.5] * 4, [0.1] * 4), zeta__none=_folds([0.5] * 4, [0.1] * 4))
+    # No model at init pretrained: the random block is still there; a tie goes by name, whatever the init.
+    pairs = compare.paired_models(results, probes=("logreg",))
+    assert pairs[["init_kind", "a", "b", "diff_mean"]].values.tolist() == [["random", "alpha", "zeta", 0.0]]
+    # Baselines alone: nothing to pair, the columns all the same.
+    empty = compare.paired_models(_ordered(zeta__none=_folds([0.5] * 4, [0.1] * 4)))
+    assert empty.empty and list(empty.columns) == compare.PAIR_COLUMNS
+    with pytest.raises(ValueError, match="alpha/random and zeta/none per-split tables cover different"):
+        compare.paired_models(results | _ordered(zeta__none=_folds([0.5] * 3, [0.1] * 3)))
+    with pytest.raises(ValueError, match=r"per-split table for zeta/none lacks column\(s\) \['n_test'\]"):
+        compare.paired_models(results | _ordered(zeta__none=_folds([0.5] * 4, [0.1] * 4).drop(columns="n_test")))
+
+
 def _per_video(psnr, mse, ssim, order):
     frame = pd.DataFrame({"index": [0, 1, 2], "class_name": ["a", "b", "c"], "mse": mse, "psnr": psnr, "ssim": ssim})
     return frame.iloc[order].reset_index(drop=True)
@@ -225,6 +286,7 @@ def test_reconstruction_table_paired_by_video():
     assert table.loc["psnr", "pretrained_minus_random_mean"] == pytest.approx(
         np.mean([10.0, 11.0, PSNR_CAP_DB - 22.0]))
     assert table.loc["psnr", "pretrained_n_capped"] == 1 and table.loc["psnr", "random_n_capped"] == 0
+    assert table.loc[["mse", "psnr", "ssim"], "n"].tolist() == [3, 3, 3]
     assert table.loc["ssim", "random_mean"] == pytest.approx(0.2)
     assert table.loc["ssim", ["pretrained_minus_random_mean", "pretrained_minus_random_ci_low"]].tolist() == (
         pytest.approx([0.7, 0.7]))  # no spread
@@ -233,6 +295,9 @@ def test_reconstruction_table_paired_by_video():
     assert not any("finetuned" in c for c in table.columns)
     with pytest.raises(ValueError, match="same videos"):
         compare.reconstruction_table({"pretrained": per_video["pretrained"], "random": per_video["random"][:2]})
+    twice = pd.concat([per_video["random"], per_video["random"].iloc[:1]], ignore_index=True)
+    with pytest.raises(ValueError, match="metrics for 'random' list some video index more than once"):
+        compare.reconstruction_table({"pretrained": per_video["pretrained"], "random": twice})
     with pytest.raises(ValueError, match=r"at least two; got \['pretrained'\]"):
         compare.reconstruction_table({"pretrained": per_video["pretrained"]})
     with pytest.raises(ValueError, match=r"codebook stats are for inits \['pretrained'\]"):
@@ -276,18 +341,66 @@ def test_to_markdown_without_tabulate(monkeypatch):
         "| model | n | acc_mean | acc_ci_low | acc_ci_high | big |")
 
 
-def test_reconstruction_figures_are_written(tmp_path):
+def test_to_markdown_intervals_flags_and_large_numbers():
+    df = pd.DataFrame({"x_mean": [0.5, 0.25, np.nan], "accuracy_mean": [0.5, 0.25, np.nan],
+                       "accuracy_ci_low": [0.4, np.nan, 0.1], "accuracy_ci_high": [0.6, 0.3, 0.2],
+                       "f1_mean": [0.5, 0.5, 0.5], "f1_ci_low": [0.4, 0.4, 0.4],
+                       "ok": [True, False, True], "big": [1000.0, 31.25, 999.0]})
+    # x_mean has no interval and f1 only a low end: both stay as they are; a row whose interval lacks an end, or whose
+    # mean is missing, shows the mean alone.
+    assert compare.to_markdown(df).splitlines() == [
+        "| x_mean | accuracy (95% CI) | f1_mean | f1_ci_low | ok | big |",
+        "| ---: | ---: | ---: | ---: | :--- | ---: |",
+        "| 0.5 | 0.5 [0.4, 0.6] | 0.5 | 0.4 | True | 1000 |",
+        "| 0.25 | 0.25 | 0.5 | 0.4 | False | 31.2 |",
+        "|  |  | 0.5 | 0.4 | True | 999 |"]
+    bare = pd.DataFrame({"name": ["a"], "mean": [0.5], "ci_low": [0.25], "ci_high": [0.75]})
+    assert compare.to_markdown(bare).splitlines()[0::2] == ["| name | mean (95% CI) |", "| a | 0.5 [0.25, 0.75] |"]
+
+
+def test_reconstruction_figures_draw_the_per_video_numbers(tmp_path):
     from trajbench import figures
 
     per_video, _ = _recon_inputs("pretrained", "random", "finetuned")
-    figures.reconstruction_distributions(per_video, tmp_path / "dist.png")
+    points = figures.reconstruction_distributions(per_video, tmp_path / "dist.png")
+    assert points["metric"].unique().tolist() == ["psnr", "ssim", "mse"]  # panel order
+    for metric in ("psnr", "ssim", "mse"):
+        for pos, init in enumerate(per_video, start=1):
+            drawn = points[(points["metric"] == metric) & (points["init"] == init)]
+            expected = per_video[init][metric].to_numpy()
+            # The identical video (infinite PSNR) is drawn at the cap.
+            assert drawn["value"].to_numpy() == pytest.approx(np.where(np.isinf(expected), PSNR_CAP_DB, expected))
+            assert ((drawn["x"] - pos).abs() <= 0.15).all() and drawn["x"].nunique() == 3  # jittered around its box
+    figures.reconstruction_distributions(per_video, tmp_path / "dist_again.png")
+    figures.reconstruction_distributions(per_video, tmp_path / "dist_seed1.png", seed=1)
+    assert (tmp_path / "dist.png").read_bytes() == (tmp_path / "dist_again.png").read_bytes()
+    assert (tmp_path / "dist.png").read_bytes() != (tmp_path / "dist_seed1.png").read_bytes()
+
     rng = np.random.default_rng(0)
     videos = rng.integers(0, 255, size=(4, 5, 16, 16, 3), dtype=np.uint8)
-    labels = pd.DataFrame({"index": range(4), "label": [0, 1, 0, 1], "class_name": ["a", "b", "a", "b"]})
+    labels = pd.DataFrame({"index": range(4), "label": [1, 0, 1, 0], "class_name": ["b", "a", "b", "a"]})
     recons = {"pretrained": videos.copy(), "random": rng.integers(0, 255, size=videos.shape, dtype=np.uint8),
               "finetuned": videos // 2}
-    figures.reconstruction_panel(videos, labels, recons, tmp_path / "panel.png", n_frames=3)
-    for name in ("dist", "panel"):
-        data = (tmp_path / f"{name}.png").read_bytes()
-        assert data.startswith(b"\x89PNG") and len(data) > 5000, name
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist.png", "panel.png"]  # no temporary files left
+    cells = figures.reconstruction_panel(videos, labels, recons, tmp_path / "panel.png", n_frames=3)
+    # One row per class, label order, its first video; frames spread over the clip, first and last included.
+    assert list(zip(cells["class_name"], cells["video"], cells["column"])) == [
+        (name, video, column) for name, video in (("a", 1), ("b", 0))
+        for column in ("original", "pretrained", "random", "finetuned")]
+    assert set(cells["frames"]) == {(0, 2, 4)}
+    psnr = cells.set_index(["video", "column"])["psnr"]
+    assert np.isnan(psnr[(1, "original")]) and psnr[(1, "pretrained")] == math.inf
+    for video in (0, 1):
+        for init in ("random", "finetuned"):
+            diff = videos[video].astype(np.float64) - recons[init][video]
+            assert psnr[(video, init)] == pytest.approx(10 * np.log10(255**2 / np.mean(diff**2)))
+    figures.reconstruction_panel(videos, labels, recons, tmp_path / "panel_again.png", n_frames=3)
+    recons["finetuned"] = videos // 3
+    figures.reconstruction_panel(videos, labels, recons, tmp_path / "panel_other.png", n_frames=3)
+    assert (tmp_path / "panel.png").read_bytes() == (tmp_path / "panel_again.png").read_bytes()
+    assert (tmp_path / "panel.png").read_bytes() != (tmp_path / "panel_other.png").read_bytes()
+    with pytest.raises(ValueError, match=r"reconstructions for 'random' have shape \(4, 4, 16, 16, 3\)"):
+        figures.reconstruction_panel(videos, labels, {"random": videos[:, :4]}, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="labels table has 3 rows but there are 4 videos"):
+        figures.reconstruction_panel(videos, labels[:3], recons, tmp_path / "bad.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # no temporary files left, nothing for the refused
+        "dist.png", "dist_again.png", "dist_seed1.png", "panel.png", "panel_again.png", "panel_other.png"]

@@ -97,6 +97,17 @@ def test_init_difference_and_confusion_figures(tmp_path):
     with pytest.raises(ValueError, match="no rows for metric 'knn'"):
         figures.paired_difference_plot(paired, tmp_path / "bad.png", metric="knn")
     ordered = {(m, i): r for (m, i, c), r in results.items() if c == "ordered"}
-    figures.confusion_grid(ordered, tmp_path / "cm.png")
-    assert (tmp_path / "cm.png").read_bytes().startswith(b"\x89PNG")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.png", "diff.png"]  # no temporary files left behind
+    shown = figures.confusion_grid(ordered, tmp_path / "cm.png")
+    assert list(shown) == list(ordered)  # one panel each, row by row
+    for key, cm in shown.items():
+        assert cm.index.tolist() == cm.columns.tolist() == ordered[key].class_names
+        np.testing.assert_allclose(cm.to_numpy(), ordered[key].confusion_normalized)
+    # magvit/pretrained scores 0.9: 0.9 on the diagonal, the rest split evenly.
+    assert shown[("magvit", "pretrained")].loc["circle", ["linear", "circle"]].tolist() == pytest.approx([0.05, 0.9])
+    figures.confusion_grid(ordered, tmp_path / "again.png")
+    assert (tmp_path / "cm.png").read_bytes() == (tmp_path / "again.png").read_bytes()
+    # Other numbers in one panel: other bytes.
+    figures.confusion_grid(ordered | {("clip", "random"): ordered[("clip", "pretrained")]}, tmp_path / "other.png")
+    assert (tmp_path / "cm.png").read_bytes() != (tmp_path / "other.png").read_bytes()
+    # No temporary files left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.png", "cm.png", "diff.png", "other.png"]

@@ -7,7 +7,13 @@ import argparse
 import pytest
 import torch
 
-from trajbench.checkpoint_magvit import CheckpointError, ema_name, load_checkpoint, save_checkpoint
+from trajbench import checkpoint_magvit
+from trajbench.checkpoint_magvit import (
+    CheckpointError,
+    ema_name,
+    load_checkpoint,
+    save_checkpoint,
+)
 from trajbench.modeling_magvit import MagvitConfig, build_model
 
 CONFIG = MagvitConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, resolution=16)
@@ -42,6 +48,16 @@ def test_flat_layout_loads_raw_and_ema(weights, tmp_path):
     assert_loaded(load_checkpoint(path, CONFIG, weights="raw"), raw)
 
 
+def test_ema_keys_must_match_the_weights(weights, tmp_path):
+    raw, ema = weights
+    first = min(raw)
+    ema = {("extra.weight" if key == first else key): value for key, value in ema.items()}
+    with pytest.raises(ValueError, match=rf"EMA keys differ from the weights' keys: only in weights \['{first}'\], "
+                                         r"only in EMA \['extra\.weight'\]"):
+        save_checkpoint(tmp_path / "model.ckpt", raw, ema)
+    assert not list(tmp_path.iterdir())
+
+
 def test_model_without_ema_state_saves_a_copy_as_ema(tmp_path):
     model = build_model(CONFIG, seed=1)
     path = tmp_path / "model.ckpt"
@@ -50,6 +66,10 @@ def test_model_without_ema_state_saves_a_copy_as_ema(tmp_path):
     key = "decoder.conv_out.conv_1.weight"
     assert state[key].untyped_storage().data_ptr() != state[ema_name(key)].untyped_storage().data_ptr()
     assert_loaded(load_checkpoint(path, CONFIG), model.state_dict())
+    # The authors' EMA bookkeeping: decay as float32, num_updates as int32 (0 unless given).
+    decay, updates = state["model_ema.decay"], state["model_ema.num_updates"]
+    assert (decay.dtype, updates.dtype, updates.item()) == (torch.float32, torch.int32, 0)
+    assert decay.item() == pytest.approx(0.999)
 
 
 def test_saved_bytes_depend_only_on_the_weights(weights, tmp_path):
@@ -94,7 +114,7 @@ def test_text_file_is_not_a_checkpoint(tmp_path):
     path.write_text("<html>404 Not Found</html>")
     with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint") as err:
         load_checkpoint(path, CONFIG)
-    assert str(path) in str(err.value) and "b'<htm'" in str(err.value)
+    assert f"{path} (26 bytes)" in str(err.value) and "b'<htm'" in str(err.value)
 
 
 def test_zip_without_a_state_dict(tmp_path):
@@ -103,6 +123,19 @@ def test_zip_without_a_state_dict(tmp_path):
     with pytest.raises(CheckpointError, match=r"expected a dict with a 'state_dict' dict, found \['model'\]") as err:
         load_checkpoint(path, CONFIG)
     assert str(path) in str(err.value)
+    torch.save([1, 2], path)
+    with pytest.raises(CheckpointError, match=r"a 'state_dict' dict, found list\. Point the config"):
+        load_checkpoint(path, CONFIG)
+    torch.save({f"key{i:02d}": 0 for i in range(25)}, path)  # the first 20 keys are named
+    with pytest.raises(CheckpointError, match=r"found \['key00', .*'key19'\]\. Point") as err:
+        load_checkpoint(path, CONFIG)
+    assert "key20" not in str(err.value)
+
+
+def test_long_listings_are_cut_at_twelve():
+    names = [f"k{i:02d}" for i in range(14)]
+    assert checkpoint_magvit._listing(names) == ", ".join(names[:12]) + ", ... (2 more)"
+    assert checkpoint_magvit._listing(names[:12]) == ", ".join(names[:12])
 
 
 def test_checkpoint_of_another_architecture(weights, tmp_path):
@@ -145,6 +178,10 @@ def test_unexpected_raw_key_and_non_tensor_value(weights, tmp_path):
     path = lightning_file(tmp_path / "model.ckpt", {**raw, "decoder.norm_out.bias": [0.0] * 32})
     with pytest.raises(CheckpointError, match=r"decoder\.norm_out\.bias: file a list, not a tensor"):
         load_checkpoint(path, CONFIG, weights="raw")
+    path = lightning_file(tmp_path / "model.ckpt", {**raw, "decoder.norm_out.bias": torch.zeros(32, dtype=torch.int64)})
+    with pytest.raises(CheckpointError, match=r"1 mis-shaped: decoder\.norm_out\.bias: file \(32,\) of torch\.int64, "
+                                              r"not floating point, model \(32,\)\. Pass the config"):
+        load_checkpoint(path, CONFIG, weights="raw")
 
 
 def test_checkpoint_without_ema_weights(weights, tmp_path):
@@ -167,6 +204,8 @@ def test_pickled_non_tensor_object_needs_an_explicit_allowlist(weights, tmp_path
     assert str(path) in message and "argparse.Namespace" in message
     assert "safe_globals=[argparse.Namespace]" in message and "arbitrary code" in message
     assert_loaded(load_checkpoint(path, CONFIG, safe_globals=[argparse.Namespace]), ema)
+    with pytest.raises(CheckpointError, match="argparse.Namespace"):  # allowed for that one load only
+        load_checkpoint(path, CONFIG)
 
 
 def test_invalid_weights_choice(weights, tmp_path):

@@ -187,7 +187,8 @@ def test_non_finite_features_are_rejected(splits):
     x[3, 5] = np.nan
     x[7, 5] = np.inf
     x[7, 9] = np.nan
-    with pytest.raises(ValueError, match=r"NaN/inf in 2 of 120 rows and 2 of 20 columns"):
+    x[7, 11] = np.inf
+    with pytest.raises(ValueError, match=r"NaN/inf in 2 of 120 rows and 3 of 20 columns"):
         probe.run_probe(x, LABELS, splits, **PARAMS)
     with pytest.raises(ValueError, match="119 rows but there are 120 labels"):
         probe.run_probe(x[:-1], LABELS, splits, **PARAMS)
@@ -213,5 +214,64 @@ def test_json_round_trip_and_byte_determinism(tmp_path, splits, separable_result
 
 def test_from_json_rejects_other_json(tmp_path):
     (tmp_path / "x.json").write_text('{"accuracy": 1}')
-    with pytest.raises(ValueError, match="not a ProbeResult"):
+    with pytest.raises(ValueError, match=r"x\.json is not a ProbeResult JSON: keys \['accuracy', 'chance', "):
         probe.ProbeResult.from_json(tmp_path / "x.json")
+
+
+TINY_LABELS = np.repeat([0, 1, 2], 4)
+
+
+def _tiny(dim=3, seed=0):
+    return np.random.default_rng(seed).normal(size=(TINY_LABELS.size, dim))
+
+
+def test_run_probe_smallest_settings_and_exact_fold_records(tmp_path):
+    """inner_folds 2, pca_dim 1 and knn_k 1 are valid; PCA runs only when the features are wider than pca_dim; the
+    folds CSV keeps every digit."""
+    splits = probe.make_splits(TINY_LABELS, folds=2, repeats=1, seed=0)
+    params = {"Cs": [1.0], "inner_folds": 2, "knn_k": 1, "seed": 0}
+    result = probe.run_probe(_tiny(), TINY_LABELS, splits, pca_dim=1, **params)
+    assert [f["pca_components"] for f in result.folds] == [1, 1] and result.control == "ordered"  # the default
+    # Counts stay integers (the JSON holds 3, not 3.0); every test sample is counted once.
+    assert {type(n) for row in result.confusion for n in row} == {int} and np.sum(result.confusion) == 12
+    same_width = probe.run_probe(_tiny(), TINY_LABELS, splits, pca_dim=3, **params)
+    assert [f["pca_components"] for f in same_width.folds] == [None, None]
+    same_width.folds_to_csv(tmp_path / "folds.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "folds.csv"), same_width.folds_frame())
+    assert not set(same_width.folds_frame()["accuracy"]) <= {0.0, 0.5, 1.0}  # digits to lose: 1/6, 2/6, ...
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"inner_folds": 1}, (r"need inner_folds >= 2, pca_dim >= 1, knn_k >= 1 and at least one C; got inner_folds=1, "
+                          r"pca_dim=3, knn_k=1, Cs=\[1\.0\]")),
+    ({"pca_dim": 0}, "pca_dim=0"), ({"knn_k": 0}, "knn_k=0"), ({"Cs": []}, r"Cs=\[\]"),
+    ({"splits": "one"}, "need at least 2 splits for a confidence interval, got 1"),
+    ({"splits": "past_end"}, (r"split \(repeat 0, fold 1\) does not fit 12 samples or its train and test sets "
+                              "overlap; were the splits made from these labels")),
+    ({"splits": "overlap"}, r"split \(repeat 0, fold 0\) does not fit 12 samples"),
+    ({"class_names": ["a", "b", "c", "d"]}, r"class\(es\) \[3\] have no members; every one of the 4 classes"),
+    ({"features": "1d"}, r"features must be a 2-D \(N, D\) array, got shape \(12,\)"),
+    ({"features": "complex"}, "features must be real numbers, got dtype complex128"),
+    ({"features": "text"}, "features must be real numbers, got dtype <U"),
+    ({"grids": (12, 2, 3)}, r"token grids must be \(N=12, T', S, C\), got shape \(12, 2, 3\)"),
+    ({"grids": (11, 2, 3, 4)}, r"got shape \(11, 2, 3, 4\)"),
+    ({"grids": (12, 2, 3, 4)}, "grids given without an attentive_config"),
+], ids=lambda v: str(v)[:24])
+def test_run_probe_refuses_bad_inputs(change, match):
+    splits = probe.make_splits(TINY_LABELS, folds=2, repeats=1, seed=0)
+    kwargs = {"Cs": [1.0], "inner_folds": 2, "pca_dim": 3, "knn_k": 1, "seed": 0} | change
+    kwargs["splits"] = {"one": splits[:1], "overlap": [splits[0]._replace(test_idx=splits[0].train_idx[:2]), splits[1]],
+                        "past_end": [splits[0], splits[1]._replace(test_idx=np.array([12]))]}.get(
+        kwargs.get("splits"), splits)
+    x = _tiny()
+    kwargs["features"] = {"1d": x[:, 0], "complex": x + 1j, "text": x.astype(str)}.get(change.get("features"), x)
+    if "grids" in change:
+        kwargs["grids"] = np.zeros(change["grids"], dtype=np.float32)
+    with pytest.raises(ValueError, match=match):
+        probe.run_probe(labels=TINY_LABELS, **kwargs)
+
+
+def test_edge_notes_count_both_ends_only():
+    assert probe._edge_notes([0.01, 1.0, 0.1, 0.1], [0.01, 0.1, 1.0])[0].startswith(
+        "logreg C at the edge of the grid [0.01, 1] in 2 of 4 splits")
+    assert probe._edge_notes([0.1, 0.1], [0.01, 0.1, 1.0]) == []

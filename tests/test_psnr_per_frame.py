@@ -19,6 +19,7 @@ def test_table_is_mean_ci_of_each_frame_over_videos():
     pre, pre_table = _per_frame(0, offset=5.0)
     rnd, rnd_table = _per_frame(1)
     rnd_table.loc[(rnd_table["index"] == 2) & (rnd_table["frame"] == 0), "psnr"] = math.inf
+    rnd_table = rnd_table.iloc[::-1]  # rows in any order: the table runs by frame
     table = compare.psnr_per_frame_table({"pretrained": pre_table, "random": rnd_table})
     assert list(table.columns) == ["init", "frame", "n", "psnr_mean", "psnr_ci_low", "psnr_ci_high", "n_capped"]
     assert table["init"].tolist() == ["pretrained"] * 5 + ["random"] * 5

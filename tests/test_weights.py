@@ -150,7 +150,7 @@ def test_corrupted_cached_file_caught_by_hub_hash(cache, tmp_path, name, kind):
     with pytest.raises(WeightsError) as err:
         fetch("videomae", tf_cfg(), cache, tmp_path / "weights.lock")
     msg = str(err.value)
-    assert name in msg and kind in msg and expected in msg and actual in msg
+    assert name in msg and f"has {kind} {actual}" in msg and f"hub recorded {expected}" in msg
     assert "corrupted or truncated" in msg and f"Removed {blob}" in msg and "rerun download_weights" in msg
     # removed from the cache, so that the next run downloads it anew
     assert (
@@ -286,13 +286,19 @@ def test_local_source_file_and_folder(tmp_path):
     ckpt.write_bytes(b"checkpoint bytez")
     with pytest.raises(WeightsError, match=r"video\.ckpt has sha256 .* expects .*delete the entry 'magvit'"):
         fetch("magvit", {"source": "local", "path": str(ckpt)}, None, lockfile)
+    # A file added to a locked local folder is a change too.
+    _files(folder, {"extra.bin": b"y"})
+    with pytest.raises(WeightsError, match=r"model videomae: files \['config\.json', 'extra\.bin', 'model\.safetensors', "
+                                          r"'sub/extra\.txt'\] differ from those in .*weights\.lock \(\['config\.json', "
+                                          r"'model\.safetensors', 'sub/extra\.txt'\]\)\. If the change is deliberate"):
+        fetch("videomae", {"source": "local", "path": str(folder)}, None, lockfile)
     with pytest.raises(WeightsError, match=r"models\.magvit\.path .*does not exist"):
         fetch("magvit", {"source": "local", "path": str(tmp_path / "nope.ckpt")}, None, lockfile)
 
 
 def test_source_none(tmp_path):
     manifest = fetch("pixels", {"source": "none"}, None, tmp_path / "weights.lock")
-    assert manifest["source"] == "none" and manifest["files"] == []
+    assert (manifest["model"], manifest["source"], manifest["files"]) == ("pixels", "none", [])
     assert not (tmp_path / "weights.lock").exists()
     weights.write_manifest(manifest, tmp_path / "pixels.json")
     assert weights.verify(tmp_path / "pixels.json") == manifest
@@ -316,7 +322,8 @@ def test_verify_catches_changes_after_download(cache, tmp_path):
     assert str(blob) in msg and "rerun download_weights" in msg
 
     blob.write_bytes(original[:100])
-    with pytest.raises(WeightsError, match=r"model\.safetensors .*100 bytes.*expects .*10240 bytes"):
+    with pytest.raises(WeightsError, match=r"model\.safetensors .*not computed \(size differs\) \(100 bytes\).*expects "
+                                          r".*10240 bytes"):
         weights.verify(path)
     blob.unlink()
     with pytest.raises(WeightsError, match=r"model\.safetensors is missing"):
@@ -332,6 +339,10 @@ def test_verify_catches_changes_after_download(cache, tmp_path):
         (ckpt_cfg(allow_patterns=["*"]), "found both"),
         (ckpt_cfg(repo_id="no-slash"), r"repo_id is 'no-slash'"),
         (tf_cfg(allow_patterns=[]), r"allow_patterns is \[\]"),
+        (tf_cfg(allow_patterns=["*.json", ""]), r"allow_patterns is \['\*\.json', ''\]; give a list of glob"),
+        (ckpt_cfg(revision=""), r"models\.m\.revision is ''; set a branch, tag or 40-char commit"),
+        (ckpt_cfg(filename=""), r"models\.m\.filename is ''; set the file's path in the repo"),
+        ({"source": "local", "path": None}, r"models\.m\.path is None, which does not exist"),
         ({"source": "s3"}, r"models\.m\.source is 's3'"),
     ],
 )
@@ -350,6 +361,43 @@ def test_bad_lockfile(cache, tmp_path):
     lockfile.write_text("not json")
     with pytest.raises(WeightsError, match=r"weights\.lock is not a trajbench weights lock"):
         fetch("magvit", ckpt_cfg(), cache, lockfile)
+    # Another format with a models table, and the right format without one, are refused alike.
+    lockfile.write_text(json.dumps({"format": 2, "models": {}}))
+    with pytest.raises(WeightsError, match=r"weights lock \(format 2, expected 1\); restore it"):
+        fetch("magvit", ckpt_cfg(), cache, lockfile)
+    lockfile.write_text(json.dumps({"format": 1, "models": []}))
+    with pytest.raises(WeightsError, match=r"not a trajbench weights lock \(format 1, expected 1\)"):
+        fetch("magvit", ckpt_cfg(), cache, lockfile)
+
+
+def test_hub_config_defaults_and_forms(cache, tmp_path):
+    """No revision means main; one pattern may be a bare string; a 40-char commit is found offline without refs."""
+    lockfile = tmp_path / "new" / "folder" / "weights.lock"  # its folders are made
+    cfg = ckpt_cfg()
+    del cfg["revision"]
+    assert fetch("magvit", cfg, cache, lockfile)["revision"] == "main"
+    assert json.loads(lockfile.read_text())["models"]["magvit"]["revision"] == "main"
+    manifest = fetch("videomae", tf_cfg(allow_patterns="*.json"), cache, tmp_path / "other.lock")
+    assert manifest["allow_patterns"] == ["*.json"]
+    assert [f["path"] for f in manifest["files"]] == ["config.json", "preprocessor_config.json"]
+    (weights.repo_cache_folder(cache, TF_REPO) / "refs" / "main").unlink()
+    pinned = fetch("videomae", tf_cfg(revision=COMMIT_A), cache, tmp_path / "pinned.lock")
+    assert pinned["commit"] == COMMIT_A and len(pinned["files"]) == 3
+
+
+def test_local_path_and_empty_folder_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsError, match=r"models\.m\.path '.*empty' is an empty folder; put the model files"):
+        fetch("m", {"source": "local", "path": str(tmp_path / "empty")}, None, tmp_path / "weights.lock")
+    manifest = {"model": "m", "source": "local", "files": [{"path": "a.pt", "local_path": "x/a.pt"},
+                                                           {"path": "b.pt", "local_path": "x/b.pt"}]}
+    assert weights.local_path(manifest, "b.pt") == Path("x/b.pt")
+    with pytest.raises(WeightsError, match=r"model m: the manifest has no file 'c\.pt'; it has \['a\.pt', 'b\.pt'\]"):
+        weights.local_path(manifest, "c.pt")
+    with pytest.raises(WeightsError, match=r"model m: several files \['a\.pt', 'b\.pt'\] and no config\.json"):
+        weights.local_path(manifest)
+    with pytest.raises(WeightsError, match="model m has source 'none': it has no weights to load"):
+        weights.local_path({"model": "m", "source": "none", "files": []})
 
 
 def test_cache_dir_and_offline_from_env(monkeypatch, tmp_path):
@@ -359,8 +407,12 @@ def test_cache_dir_and_offline_from_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     assert weights.resolve_cache_dir("resources/hf_cache") == tmp_path / "hub"
     assert weights.offline_mode(False)  # HF_HUB_OFFLINE=1
+    monkeypatch.setenv("HF_HUB_OFFLINE", "true")  # any case, as huggingface_hub reads it
+    assert weights.offline_mode(False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert not weights.offline_mode(False) and weights.offline_mode(True)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert not weights.offline_mode(False)
 
 
 def test_git_blob_sha1_matches_git(tmp_path):

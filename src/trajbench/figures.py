@@ -259,8 +259,12 @@ def paired_difference_plot(diffs: pd.DataFrame, path: str | os.PathLike, metric:
 
 
 def confusion_grid(results: Mapping[tuple[str, str], ProbeResult], path: str | os.PathLike,
-                   title_note: str | None = None) -> None:
-    """Row-normalized confusion matrices (summed over splits), one row of panels per model, one panel per init."""
+                   title_note: str | None = None) -> dict[tuple[str, str], pd.DataFrame]:
+    """Row-normalized confusion matrices (summed over splits), one row of panels per model, one panel per init.
+
+    Returns what was drawn: per (model, init), in panel order (row by row), the matrix shown (true classes as index,
+    predicted as columns).
+    """
     models = list(dict.fromkeys(model for model, _ in results))
     per_model = {m: [(init, res) for (mm, init), res in results.items() if mm == m] for m in models}
     ncols = max(len(v) for v in per_model.values())
@@ -270,6 +274,7 @@ def confusion_grid(results: Mapping[tuple[str, str], ProbeResult], path: str | o
     fig = Figure(figsize=(cell * ncols + 1.2, cell * len(models) + 0.6), layout="constrained")
     axes = fig.subplots(len(models), ncols, squeeze=False)
     image = None
+    drawn = {}
     for r, model in enumerate(models):
         for c in range(ncols):
             ax = axes[r][c]
@@ -278,6 +283,7 @@ def confusion_grid(results: Mapping[tuple[str, str], ProbeResult], path: str | o
                 continue
             init, res = per_model[model][c]
             cm = np.asarray(res.confusion_normalized)
+            drawn[(model, init)] = pd.DataFrame(cm, index=res.class_names, columns=res.class_names)
             image = ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
             if n_classes <= 12:
                 for i, j in np.ndindex(cm.shape):
@@ -296,25 +302,30 @@ def confusion_grid(results: Mapping[tuple[str, str], ProbeResult], path: str | o
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=min(0.6, 3.0 / len(models)), label="fraction of true class")
     _save(fig, path)
+    return drawn
 
 
 def reconstruction_distributions(per_video: Mapping[str, pd.DataFrame], path: str | os.PathLike,
-                                 title_note: str | None = None, seed: int = 0) -> None:
+                                 title_note: str | None = None, seed: int = 0) -> pd.DataFrame:
     """Box plots with jittered per-video points of PSNR, SSIM and MSE for each init.
 
     Infinite PSNRs (identical videos) are drawn at :data:`trajbench.metrics.PSNR_CAP_DB` and counted in the label.
-    ``seed`` fixes the horizontal jitter.
+    ``seed`` fixes the horizontal jitter. Returns what was drawn: one row per point with columns metric, init, x
+    (box position 1, 2, ... plus jitter), value (capped), in the order of ``per_video`` and its rows.
     """
     inits = list(per_video)
     fig = Figure(figsize=(4.0 * len(METRIC_LABELS), 4.0))
     axes = fig.subplots(1, len(METRIC_LABELS), squeeze=False)[0]
     rng = np.random.default_rng(seed)
+    drawn = []
     for ax, (metric, label) in zip(axes, METRIC_LABELS.items()):
         values, n_capped = zip(*(cap_psnr(per_video[i][metric].to_numpy(dtype=np.float64)) for i in inits))
         ax.boxplot(values, showfliers=False, widths=0.5, medianprops={"color": "black"})
         ax.set_xticks(range(1, len(inits) + 1), inits)
         for pos, (init, v) in enumerate(zip(inits, values), start=1):
-            ax.scatter(pos + rng.uniform(-0.15, 0.15, v.size), v, s=8, alpha=0.5, color=_color(init), zorder=3)
+            x = pos + rng.uniform(-0.15, 0.15, v.size)
+            ax.scatter(x, v, s=8, alpha=0.5, color=_color(init), zorder=3)
+            drawn.append(pd.DataFrame({"metric": metric, "init": init, "x": x, "value": v}))
         if sum(n_capped):
             label += f"\n{sum(n_capped)} identical video(s) drawn at {PSNR_CAP_DB:.0f} dB"
         ax.set_ylabel(label)
@@ -322,6 +333,7 @@ def reconstruction_distributions(per_video: Mapping[str, pd.DataFrame], path: st
     fig.suptitle(_title("Per-video reconstruction quality", title_note))
     fig.tight_layout()
     _save(fig, path)
+    return pd.concat(drawn, ignore_index=True)
 
 
 def _strip(video: np.ndarray, frames: Sequence[int], gap: int) -> np.ndarray:
@@ -335,12 +347,14 @@ def _strip(video: np.ndarray, frames: Sequence[int], gap: int) -> np.ndarray:
 
 
 def reconstruction_panel(videos: np.ndarray, labels: pd.DataFrame, recons: Mapping[str, np.ndarray],
-                         path: str | os.PathLike, n_frames: int = 4, title_note: str | None = None) -> None:
+                         path: str | os.PathLike, n_frames: int = 4, title_note: str | None = None
+                         ) -> pd.DataFrame:
     """One row per class (its first video), columns original and each init; each cell shows ``n_frames`` frames.
 
     ``videos`` and every ``recons[init]`` are uint8 (N, T, H, W, 3) (memmaps are fine); ``labels`` is the dataset's
     labels table with columns ``label`` and ``class_name``, row i describing video i. Reconstruction cells give the
-    PSNR of that video.
+    PSNR of that video. Returns what was drawn: one row per cell (row by row) with columns class_name, video, column
+    (original or the init), frames (the frame indices shown) and psnr (NaN for the original, inf when identical).
     """
     for init, rec in recons.items():
         if rec.shape != videos.shape:
@@ -358,6 +372,7 @@ def reconstruction_panel(videos: np.ndarray, labels: pd.DataFrame, recons: Mappi
     cell_h = cell_w * videos.shape[2] / strip_w + 0.4
     fig = Figure(figsize=(cell_w * len(columns) + 1.0, cell_h * len(first) + 0.8))
     axes = fig.subplots(len(first), len(columns), squeeze=False)
+    drawn = []
     for r, (idx, row) in enumerate(first.iterrows()):
         original = np.asarray(videos[idx])
         for c, name in enumerate(columns):
@@ -366,10 +381,13 @@ def reconstruction_panel(videos: np.ndarray, labels: pd.DataFrame, recons: Mappi
             ax.imshow(_strip(shown, frames, gap), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
+            psnr = math.nan
             if name != "original":
                 diff = original.astype(np.float64) - shown
                 psnr = psnr_from_mse_uint8(float(np.mean(diff * diff)))
                 ax.set_xlabel(f"PSNR {psnr:.1f} dB" if math.isfinite(psnr) else "identical", fontsize=8)
+            drawn.append({"class_name": row["class_name"], "video": int(idx), "column": name,
+                          "frames": tuple(int(t) for t in frames), "psnr": psnr})
             if r == 0:
                 ax.set_title(name, fontsize=10)
             if c == 0:
@@ -380,6 +398,7 @@ def reconstruction_panel(videos: np.ndarray, labels: pd.DataFrame, recons: Mappi
     fig.suptitle(_title(f"Reconstructions, frames {frame_list}", title_note))
     fig.tight_layout()
     _save(fig, path)
+    return pd.DataFrame(drawn)
 
 
 def psnr_per_frame(table: pd.DataFrame, path: str | os.PathLike, first_frames: Sequence[int] = (0,),
