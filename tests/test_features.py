@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from trajbench import controls
-from trajbench.features import extract_features
+from trajbench.features import extract_features, extract_inits
 from trajbench.io import write_json
 from trajbench.models import processor_ops
 from trajbench.models.base import FeatureError
@@ -194,6 +194,36 @@ def test_shards_give_the_same_bytes_as_one_job(model_name, videos, labels, video
     assert [p[1]["clips"] for p in parts] == [[0, 2], [2, 6]] and meta["clips"] == [0, N]
     with pytest.raises(FeatureError, match="not a consecutive range within the 6 videos"):
         run(clips=range(4, 8))
+
+
+@pytest.mark.parametrize("family", ["videomae", "clip"])
+def test_inits_extracted_together_equal_one_at_a_time_and_share_each_batch(family, videos, labels, videomae_dir,
+                                                                          clip_dir, monkeypatch):  # fmt: skip
+    """One job for both inits: the same bytes as one job per init, and each batch preprocessed once (not per init)."""
+    folder = {"videomae": videomae_dir, "clip": clip_dir}[family]
+    calls = []
+    preprocess = processor_ops.preprocess
+    monkeypatch.setattr(processor_ops, "preprocess", lambda frames, settings: calls.append(len(frames)) or
+                        preprocess(frames, settings))  # fmt: skip
+    together = extract_inits(family, ["pretrained", "random"], videos, labels, {}, weights_dir=folder, batch_size=4)
+    assert len(calls) == 2 * 2  # two views of two batches (4 + 2 clips), whatever the number of inits
+    for init in ("pretrained", "random"):
+        alone, meta = extract_features(family, init, videos, labels, {}, weights_dir=folder, batch_size=4)
+        for control in controls.CONTROLS:
+            for array in (0, 1):  # features, grid
+                assert together[init][0][control][array].tobytes() == alone[control][array].tobytes()
+        assert together[init][1]["init"] == init and together[init][1]["extracted_with"] == ["pretrained", "random"]
+        assert meta["extracted_with"] == [init]
+    assert len(calls) == 2 * 2 * 3
+
+
+def test_inits_together_only_for_networks_and_once_each(videos, labels, videomae_dir):
+    with pytest.raises(FeatureError, match=r"magvit \(family magvit\) extracts one init at a time"):
+        extract_inits("magvit", ["pretrained", "random"], videos, labels, {})
+    with pytest.raises(FeatureError, match=r"inits must name each init once, got \['random', 'random'\]"):
+        extract_inits("videomae", ["random", "random"], videos, labels, {}, weights_dir=videomae_dir)
+    with pytest.raises(FeatureError, match=r"inits must name each init once, got \[\]"):
+        extract_inits("videomae", [], videos, labels, {}, weights_dir=videomae_dir)
 
 
 def test_videomae_decoder_groups_allowed_and_logged(videos, labels, videomae_dir, caplog):

@@ -16,14 +16,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_workflow
 
 # The real config's jobs per rule, with fine-tuning on (config/config.yaml: 8 render shards, six models with weights,
-# 15 model/init pairs: magvit pretrained/random/finetuned, videomae_k400 pretrained only, four networks x 2 inits,
-# three baselines).
+# 15 model/init pairs: magvit pretrained/random/finetuned, videomae_k400 pretrained only, four networks x 2 inits
+# (one feature job per network for both), three baselines).
 REAL_JOBS = {
     "check_environment": 1, "render_videos": 8, "merge_videos": 1, "preview_dataset": 1, "render_training_videos": 1,
     "download_weights": 6, "finetune_tokenizer": 1, "tokenize": 3, "merge_tokens": 3, "reconstruction_metrics": 3,
-    "compare_reconstruction": 1, "extract_all_features": 15, "probe": 15, "compare": 1, "summary": 1, "all": 1,
+    "compare_reconstruction": 1, "extract_all_features": 7, "extract_all_paired_features": 4, "probe": 15,
+    "compare": 1, "summary": 1, "all": 1,
 }  # fmt: skip
-BENCHMARKED = {"render_videos", "finetune_tokenizer", "tokenize", "extract_all_features", "probe"}
+BENCHMARKED = {"render_videos", "finetune_tokenizer", "tokenize", "extract_all_features", "extract_all_paired_features",
+               "probe"}
 
 
 @pytest.mark.slow

@@ -201,4 +201,5 @@ def test_gpu_rules_ask_slurm_for_a_gpu(slurm_run):
     # Both kinds occur: tokenize and probe (its attentive probe trains on the GPU) always ask, a feature job only for
     # the networks, CPU-only rules never.
     assert asked["tokenize"] == {True} and asked["extract_all_features"] == {True, False}
+    assert asked["extract_all_paired_features"] == {True}
     assert asked["probe"] == {True} and asked["render_videos"] == {False}

@@ -36,23 +36,37 @@ def job_counts(output: str) -> dict[str, int]:
 
 # Six models with weights (magvit, videomae, videomae_k400, clip, dinov2, vjepa2) x pretrained/random, but
 # videomae_k400 pretrained only (its random init is videomae's), and the pixels, oracle and kinematics baselines: 14
-# feature jobs, one shard each (each encodes both controls).
-@pytest.mark.parametrize("configfile,extra,tokenize,features,finetune", [
-    ("config/config.yaml", "", 2, 14, 0),
-    ("config/config.yaml", "finetune: {enabled: true}\n", 3, 15, 1),  # + MagVit fine-tuned
-    ("config/demo.yaml", "", 3, 12, 1),  # fine-tuned; clip, dinov2 and vjepa2 pretrained only
+# model/init pairs, one feature job each (each encodes both controls), except that a network with both inits
+# (videomae, clip, dinov2, vjepa2) has one job for the two ("paired": each batch preprocessed once).
+@pytest.mark.parametrize("configfile,extra,tokenize,single,paired,finetune", [
+    ("config/config.yaml", "", 2, 6, 4, 0),
+    ("config/config.yaml", "finetune: {enabled: true}\n", 3, 7, 4, 1),  # + MagVit fine-tuned
+    ("config/demo.yaml", "", 3, 10, 1, 1),  # fine-tuned; clip, dinov2 and vjepa2 pretrained only
 ])
-def test_dry_run_lists_the_dag(configfile, extra, tokenize, features, finetune, tmp_path):
+def test_dry_run_lists_the_dag(configfile, extra, tokenize, single, paired, finetune, tmp_path):
     work = copy_workflow(tmp_path)
     (work / "extra.yaml").write_text(extra or "{}\n")
     out = snakemake("-n", "--configfile", configfile, "extra.yaml", cwd=work).stdout
     counts = job_counts(out)
     assert EXPECTED_RULES <= set(counts), set(counts)
     assert counts["download_weights"] == 6  # one per model with weights
-    assert counts["tokenize"] == tokenize and counts["extract_all_features"] == features
+    assert counts["tokenize"] == tokenize and counts["extract_all_features"] == single
+    assert counts["extract_all_paired_features"] == paired
     assert counts.get("finetune_tokenizer", 0) == finetune == counts.get("render_training_videos", 0)
-    # features.shards is 1: one job per model and init, nothing to merge
-    assert counts["probe"] == features and "merge_features" not in counts and "extract_features" not in counts
+    # features.shards is 1: one job per model (and init, unless paired), nothing to merge
+    assert counts["probe"] == single + 2 * paired
+    assert not {"merge_features", "extract_features", "extract_paired_features"} & set(counts)
+
+
+def test_split_features_pair_their_inits_shard_by_shard(tmp_path):
+    """features.shards 2: a shard job per paired network (both inits), per single-init network and init; a merge
+    per model and init of a network; the baselines stay one job each."""
+    work = copy_workflow(tmp_path)
+    (work / "extra.yaml").write_text("features: {shards: 2}\n")
+    counts = job_counts(snakemake("-n", "--configfile", "config/demo.yaml", "extra.yaml", cwd=work).stdout)
+    # demo: videomae paired; videomae_k400, clip, dinov2, vjepa2 pretrained only; magvit x 3 and three baselines
+    assert counts["extract_paired_features"] == 2 and counts["extract_features"] == 4 * 2
+    assert counts["merge_features"] == 2 + 4 and counts["extract_all_features"] == 3 + 3
 
 
 def test_lint_is_clean():
@@ -232,7 +246,8 @@ def test_rerun_redoes_only_what_changed(demo):
     assert _rerun_plan(demo, "probe:\n  seed: 1\n") == {"probe": 12, "compare": 1, "summary": 1, "all": 1}
     # The dataset: everything after rendering, but not the environment check or the weights.
     plan = _rerun_plan(demo, "dataset:\n  seed: 1\n")
-    assert plan["render_videos"] == 2 and plan["tokenize"] == 3 and plan["extract_all_features"] == 12
+    assert plan["render_videos"] == 2 and plan["tokenize"] == 3 and plan["extract_all_features"] == 10
+    assert plan["extract_all_paired_features"] == 1  # videomae's two inits
     # Not the environment check, the weights, nor the fine-tuning (its own clips, rendered with its own seed).
     assert not {"check_environment", "download_weights", "make_standin_weights", "render_training_videos",
                 "finetune_tokenizer"} & set(plan)
@@ -353,7 +368,10 @@ def _wait_for(path_glob: str, work: Path, proc: subprocess.Popen, timeout: float
 KILLED_STAGES = {
     "logs/check_environment.log": lambda log: "results/env/environment.md",
     "logs/tokenize/*/*.log": lambda log: f"results/magvit/{log.parent.name}/shards/{log.stem}/tokenize.json",
-    "logs/extract_features/*/*.log": lambda log: f"results/features/{log.parent.name}/{log.stem}/features.json",
+    # A paired job ("pretrained+random.log") writes its random init's meta last.
+    "logs/extract_features/*/*.log": lambda log: (
+        f"results/features/{log.parent.name}/{log.stem.split('+')[-1]}/features.json"
+    ),
     "logs/probe/*/*.log": lambda log: f"results/probes/{log.parent.name}/{log.stem}/shuffled_folds.csv",
 }
 

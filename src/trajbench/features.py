@@ -1,7 +1,7 @@
 """Clip-level feature vectors and token grids for the probes, for any model of the registry, on both motion controls.
 
-`extract_features` checks its inputs, loads the family's model once (`trajbench.models.<family>`) and encodes two
-views of the clips: ``ordered`` (as rendered) and ``shuffled`` (each clip's frames permuted by labels.csv's
+`extract_inits` checks its inputs, loads the family's model once per init (`trajbench.models.<family>`) and encodes
+two views of the clips: ``ordered`` (as rendered) and ``shuffled`` (each clip's frames permuted by labels.csv's
 `trajbench.controls.COLUMN`). For each it returns the features float32 (N, D) for the linear probe and the token
 grid float16 (N, T', S, C) for the attentive probe; ``meta`` records everything that affects the numbers (frames
 used, preprocessing, pooling, the grid, init, seed, dtype, attention, library versions) so that a feature file can
@@ -20,12 +20,17 @@ import torch
 
 from trajbench import controls
 from trajbench.models import registry
-from trajbench.models.base import FeatureError, Run, View
+from trajbench.models.base import Batched, FeatureError, Run, View, encode_together
 
 
-def extract_features(
+def extract_features(family_name: str, init: str, *args, **kwargs) -> tuple[dict, dict]:
+    """The outputs and meta of one init: `extract_inits` with ``inits=[init]``."""
+    return extract_inits(family_name, [init], *args, **kwargs)[init]
+
+
+def extract_inits(
     family_name: str,
-    init: str,
+    inits: list[str],
     videos: np.ndarray,
     labels: pd.DataFrame,
     options: dict | None,
@@ -42,10 +47,12 @@ def extract_features(
     grid_side: int = 4,
     logger: logging.Logger | None = None,
     clips: range | None = None,
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
-    """``{control: (features (N, D) float32, grid (N, T', S, C) float16)}`` for both `trajbench.controls.CONTROLS`,
-    and the meta, for a model of family ``family_name`` (named ``model_name``, by default the family's name, in logs
-    and errors).
+) -> dict[str, tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]]:
+    """Per init of ``inits``: ``{control: (features (N, D) float32, grid (N, T', S, C) float16)}`` for both
+    `trajbench.controls.CONTROLS`, and the meta, for a model of family ``family_name`` (named ``model_name``, by
+    default the family's name, in logs and errors). Several inits are for a network family only: its networks are
+    loaded side by side and each batch is preprocessed once for all of them (`trajbench.models.base.encode_together`),
+    with the same numbers as one init at a time.
 
     ``labels`` must hold the shuffled frame orders (`trajbench.controls.COLUMN`). ``weights_dir`` is the downloaded
     folder (config.json, weights, preprocessor config) for the network families; ``tokens`` and ``tokens_shuffled``
@@ -61,9 +68,15 @@ def extract_features(
     except KeyError as error:
         raise FeatureError(str(error.args[0])) from None
     model_name = model_name or family_name
-    if init not in family.inits:
-        raise FeatureError(f"init {init!r} is not valid for {model_name} (family {family.name}); expected one of "
-                           f"{list(family.inits)}")
+    for init in inits:
+        if init not in family.inits:
+            raise FeatureError(f"init {init!r} is not valid for {model_name} (family {family.name}); expected one "
+                               f"of {list(family.inits)}")
+    if not inits or len(set(inits)) != len(inits):
+        raise FeatureError(f"inits must name each init once, got {list(inits)}")
+    if len(inits) > 1 and not family.network:
+        raise FeatureError(f"{model_name} (family {family.name}) extracts one init at a time, got {list(inits)}; "
+                           "only network families share the preprocessing of several inits")
     if videos.ndim != 5 or videos.shape[-1] != 3 or videos.dtype != np.uint8:
         raise FeatureError(f"videos must be uint8 (N, T, H, W, 3); got {videos.dtype} {videos.shape}")
     _check_labels(labels, len(videos))
@@ -100,58 +113,75 @@ def extract_features(
     compute_dtype = dtype if device.type == "cuda" else torch.float32
     if compute_dtype != dtype and family.network:
         logger.info("%s: running in float32 on %s (requested %s is used on CUDA only)", model_name, device, dtype)
-    run = Run(
-        family=family,
-        model_name=model_name,
-        init=init,
-        videos=videos,
-        labels=labels,
-        options=family.resolve_options(options),
-        weights_dir=Path(weights_dir) if weights_dir is not None else None,
-        tokens=views[0].tokens,
-        device=device,
-        dtype=compute_dtype,
-        attn_implementation=attn_implementation,
-        batch_size=batch_size,
-        seed=seed,
-        logger=logger,
-        grid_side=grid_side,
-    )
-    encoder, meta = family.extract(run)
-    outputs, shapes = {}, {}
+    runs = [
+        Run(
+            family=family,
+            model_name=model_name,
+            init=init,
+            videos=videos,
+            labels=labels,
+            options=family.resolve_options(options),
+            weights_dir=Path(weights_dir) if weights_dir is not None else None,
+            tokens=views[0].tokens,
+            device=device,
+            dtype=compute_dtype,
+            attn_implementation=attn_implementation,
+            batch_size=batch_size,
+            seed=seed,
+            logger=logger,
+            grid_side=grid_side,
+        )
+        for init in inits
+    ]
+    encoders, metas = zip(*(family.extract(run) for run in runs))
+    if len(runs) > 1 and not all(isinstance(encoder, Batched) for encoder in encoders):
+        raise FeatureError(f"family {family.name}'s extract must return a Batched encoder to share batches across "
+                           f"inits {list(inits)}")  # fmt: skip
+    if any(meta.get("preprocessing") != metas[0].get("preprocessing") for meta in metas):
+        raise FeatureError(f"{model_name}: the inits {list(inits)} preprocess differently; extract them one at a time")
+    results = {init: ({}, {}) for init in inits}
     for view in views:
-        features, grid = encoder(view)
-        features = np.ascontiguousarray(features, dtype=np.float32)
-        grid = np.ascontiguousarray(grid, dtype=np.float16)
-        for what, array in (("features", features), ("token grids", grid)):
-            if not np.isfinite(array).all():
-                bad_rows = int((~np.isfinite(array)).reshape(len(array), -1).any(axis=1).sum())
-                hint = " (float16 overflow: values beyond ±65504)" if array.dtype == np.float16 else ""
-                raise FeatureError(f"{model_name}/{init} {view.control}: {bad_rows} of {len(array)} clips have "
-                                   f"non-finite {what}{hint}")
-        outputs[view.control] = features, grid
-        shapes[view.control] = {"dim": int(features.shape[1]), "grid_shape": list(grid.shape[1:])}
-        logger.info("%s/%s %s: features %d clips x %d dims, grid %s", model_name, init, view.control,
-                    features.shape[0], features.shape[1], list(grid.shape[1:]))  # fmt: skip
-    meta.update(
-        model=model_name,
-        family=family.name,
-        init=init,
-        seed=seed,
-        device=str(device),
-        requested_dtype=str(dtype).removeprefix("torch."),
-        dtype=str(compute_dtype).removeprefix("torch."),
-        options=run.options,
-        num_videos=len(videos),
-        clips=[clips.start, clips.stop],
-        dim=shapes["ordered"]["dim"],
-        grid_side=grid_side,
-        controls=shapes,
-        shuffled=f"each clip's frames permuted by labels.csv column {controls.COLUMN}",
-        video_shape=list(videos.shape[1:]),
-        versions=_versions(),
-    )
-    return outputs, meta
+        pairs = encode_together(list(encoders), view) if len(runs) > 1 else [encoders[0](view)]
+        for init, (features, grid) in zip(inits, pairs):
+            outputs, shapes = results[init]
+            outputs[view.control] = _checked(features, grid, f"{model_name}/{init} {view.control}")
+            shapes[view.control] = {"dim": int(features.shape[1]), "grid_shape": list(grid.shape[1:])}
+            logger.info("%s/%s %s: features %d clips x %d dims, grid %s", model_name, init, view.control,
+                        features.shape[0], features.shape[1], list(grid.shape[1:]))  # fmt: skip
+    for run, meta in zip(runs, metas):
+        shapes = results[run.init][1]
+        meta.update(
+            model=model_name,
+            family=family.name,
+            init=run.init,
+            extracted_with=list(inits),
+            seed=seed,
+            device=str(device),
+            requested_dtype=str(dtype).removeprefix("torch."),
+            dtype=str(compute_dtype).removeprefix("torch."),
+            options=run.options,
+            num_videos=len(videos),
+            clips=[clips.start, clips.stop],
+            dim=shapes["ordered"]["dim"],
+            grid_side=grid_side,
+            controls=shapes,
+            shuffled=f"each clip's frames permuted by labels.csv column {controls.COLUMN}",
+            video_shape=list(videos.shape[1:]),
+            versions=_versions(),
+        )
+    return {run.init: (results[run.init][0], meta) for run, meta in zip(runs, metas)}
+
+
+def _checked(features: np.ndarray, grid: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Contiguous float32 features and float16 grid, refused where a value is not finite."""
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    grid = np.ascontiguousarray(grid, dtype=np.float16)
+    for name, array in (("features", features), ("token grids", grid)):
+        if not np.isfinite(array).all():
+            bad_rows = int((~np.isfinite(array)).reshape(len(array), -1).any(axis=1).sum())
+            hint = " (float16 overflow: values beyond ±65504)" if array.dtype == np.float16 else ""
+            raise FeatureError(f"{what}: {bad_rows} of {len(array)} clips have non-finite {name}{hint}")
+    return features, grid
 
 
 def _check_labels(labels: pd.DataFrame, n: int) -> None:

@@ -244,10 +244,28 @@ def shard_size(stage, wildcards):
     return stop - start
 
 
-def feature_models(split):
-    """A regex of the models whose feature extraction is (split=True) or is not split into shards."""
-    names = [m for m in MODELS if (stage_shards("features", m) > 1) == split]
+def paired(model):
+    """True where one feature job extracts both of the model's inits (PAIRED_INITS): a network with both in the
+    config. Its networks then share each batch's preprocessing (trajbench.features.extract_inits).
+    """
+    return FAMILY[model].network and inits(model) == PAIRED_INITS
+
+
+def feature_models(split, pairs=None):
+    """A regex of the models whose feature extraction is (split=True) or is not split into shards; with ``pairs``
+    True or False, only the models whose inits are (or are not) extracted together (`paired`).
+    """
+    names = [
+        m
+        for m in MODELS
+        if (stage_shards("features", m) > 1) == split and pairs in (None, paired(m))
+    ]
     return "|".join(names) or "(?!)"  # (?!) matches nothing
+
+
+def feature_inits(wildcards):
+    """The inits one feature job extracts: its init wildcard's, or PAIRED_INITS (jobs of `paired` models)."""
+    return [wildcards.init] if "init" in wildcards.keys() else PAIRED_INITS
 
 
 def magvit_minutes(passes, overhead=20):
@@ -297,13 +315,24 @@ if os.getenv("HF_TOKEN"):
 
 
 FEATURE_ARRAYS = ["ordered", "shuffled", "ordered_grid", "shuffled_grid"]
+# The inits a paired model's feature job extracts together, in the order its outputs list them.
+PAIRED_INITS = ["pretrained", "random"]
 
 
-def feature_outputs(folder, temporary=False):
-    """The feature files of one job in ``folder``: the four arrays and the meta."""
-    files = {name: f"{folder}/{name}.npy" for name in FEATURE_ARRAYS}
-    files["meta"] = f"{folder}/features.json"
-    return {name: temp(path) if temporary else path for name, path in files.items()}
+def feature_outputs(folder, temporary=False, inits=None):
+    """The feature files of one job in ``folder``: the four arrays and the meta; with ``inits``, each name lists
+    its file for every init (``{init}`` in ``folder`` filled in), in that order."""
+    mark = temp if temporary else str
+
+    def files(name):
+        path = f"{folder}/{name}"
+        if inits is None:
+            return mark(path)
+        return [mark(path.replace("{init}", init)) for init in inits]
+
+    return {name: files(f"{name}.npy") for name in FEATURE_ARRAYS} | {
+        "meta": files("features.json")
+    }
 
 
 def feature_shards(name):

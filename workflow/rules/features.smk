@@ -1,5 +1,6 @@
 # Each feature job writes both controls (the clips as rendered, and frame-shuffled) as features for the linear probe
-# and token grids for the attentive probe, and one meta file (FEATURE_ARRAYS, feature_outputs in common.smk).
+# and token grids for the attentive probe, and one meta file (FEATURE_ARRAYS, feature_outputs in common.smk), for
+# one init, or for both inits of a paired model (paired in common.smk), whose networks share each batch.
 
 
 # A shard of a model's features, where features.shards splits them (the networks); merge_features joins them.
@@ -8,7 +9,7 @@ rule extract_features:
         unpack(feature_inputs),
     output:
         **feature_outputs(
-            f"results/features/{{model,{feature_models(True)}}}/{{init}}/shards/{{shard}}",
+            f"results/features/{{model,{feature_models(True, False)}}}/{{init}}/shards/{{shard}}",
             temporary=True,
         ),
     log:
@@ -22,9 +23,12 @@ rule extract_features:
     resources:
         gpu=lambda wc: network_gpu(wc.model),
         mem_mb=lambda wc: 4000 + 2 * clips_mb(shard_size("features", wc)),
-        runtime=lambda wc: feature_minutes(shard_size("features", wc)),
+        runtime=lambda wc: feature_minutes(
+            shard_size("features", wc) * len(feature_inits(wc))
+        ),
     params:
         family=lambda wc: FAMILY[wc.model].name,
+        inits=feature_inits,
         clips=lambda wc: job_clips("features", wc),
         options=lambda wc: feature_options(wc.model),
         batch_size=config["features"]["batch_size"],
@@ -39,12 +43,39 @@ rule extract_features:
 use rule extract_features as extract_all_features with:
     output:
         **feature_outputs(
-            f"results/features/{{model,{feature_models(False)}}}/{{init}}"
+            f"results/features/{{model,{feature_models(False, False)}}}/{{init}}"
         ),
     log:
         "logs/extract_features/{model}/{init}.log",
     benchmark:
         "results/benchmarks/extract_features/{model}/{init}.tsv"
+
+
+# A shard of both inits of a paired model: one job, each batch preprocessed once for the two networks.
+use rule extract_features as extract_paired_features with:
+    output:
+        **feature_outputs(
+            f"results/features/{{model,{feature_models(True, True)}}}/{{init}}/shards/{{shard}}",
+            temporary=True,
+            inits=PAIRED_INITS,
+        ),
+    log:
+        "logs/extract_features/{model}/pretrained+random/{shard}.log",
+    benchmark:
+        "results/benchmarks/extract_features/{model}/pretrained+random/{shard}.tsv"
+
+
+# Both inits of a paired model whose features are not split.
+use rule extract_features as extract_all_paired_features with:
+    output:
+        **feature_outputs(
+            f"results/features/{{model,{feature_models(False, True)}}}/{{init}}",
+            inits=PAIRED_INITS,
+        ),
+    log:
+        "logs/extract_features/{model}/pretrained+random.log",
+    benchmark:
+        "results/benchmarks/extract_features/{model}/pretrained+random.tsv"
 
 
 rule merge_features:

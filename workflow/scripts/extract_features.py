@@ -19,9 +19,9 @@ if "tokens" in snakemake.input.keys():
     model_inputs["tokens"] = np.load(snakemake.input.tokens, mmap_mode="r")
     model_inputs["tokens_shuffled"] = np.load(snakemake.input.tokens_shuffled, mmap_mode="r")
 with runtime.cpu_threads(model_inputs.get("device", "cpu")):
-    outputs, meta = features.extract_features(
+    extracted = features.extract_inits(
         p.family,
-        snakemake.wildcards.init,
+        p.inits,
         videos,
         table,
         p.options,
@@ -33,7 +33,16 @@ with runtime.cpu_threads(model_inputs.get("device", "cpu")):
         clips=range(*p.clips),
         **model_inputs,
     )
-for control, (feats, grid) in outputs.items():
-    io.save_npy(snakemake.output[control], feats)
-    io.save_npy(snakemake.output[f"{control}_grid"], grid)
-io.write_json(snakemake.output.meta, meta)
+
+def output(name, index):
+    """The output ``name`` of the job's ``index``-th init: a paired job's outputs list one file per init."""
+    path = snakemake.output[name]
+    return path if isinstance(path, str) else path[index]
+
+
+for index, init in enumerate(p.inits):
+    outputs, meta = extracted[init]
+    for control, (feats, grid) in outputs.items():
+        io.save_npy(output(control, index), feats)
+        io.save_npy(output(f"{control}_grid", index), grid)
+    io.write_json(output("meta", index), meta)

@@ -41,6 +41,7 @@ class View:
 
 
 # What a family's ``extract`` returns first: features of one view, ``(features (N, D) float32, grid (N, T', S, C))``.
+# A `Batched` encoder is one too, and lets the inits of a model share each batch's preprocessing (`encode_together`).
 Encoder = Callable[[View], tuple[np.ndarray, np.ndarray]]
 
 
@@ -119,20 +120,53 @@ class Family:
 
 
 def map_batches(
-    run: Run, view: View, fn: Callable[[int, int], tuple[np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``fn(start, stop) -> (features, grid)`` over the view's clips in batches, with progress in the job log; rows
+    run: Run, view: View, fn: Callable[[int, int], list[tuple[np.ndarray, np.ndarray]]], label: str | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``fn(start, stop) -> [(features, grid), ...]`` (one pair per output, e.g. per init) over the view's clips in
+    batches, with progress in the job log (named by ``label``, by default the run's init); per output the rows
     concatenated, features as float32 and grids as float16."""
     n = len(view.videos)
-    progress = Progress(n, f"{run.model_name}/{run.init} {view.control} features", run.logger)
-    features, grids = [], []
+    progress = Progress(n, f"{run.model_name}/{label or run.init} {view.control} features", run.logger)
+    features: list[list[np.ndarray]] = []
+    grids: list[list[np.ndarray]] = []
     for start in range(0, n, run.batch_size):
         stop = min(start + run.batch_size, n)
-        feats, grid = fn(start, stop)
-        features.append(np.asarray(feats, dtype=np.float32))
-        grids.append(np.asarray(grid, dtype=np.float16))
+        pairs = fn(start, stop)
+        if not features:
+            features, grids = [[] for _ in pairs], [[] for _ in pairs]
+        for (feats, grid), feature_rows, grid_rows in zip(pairs, features, grids, strict=True):
+            feature_rows.append(np.asarray(feats, dtype=np.float32))
+            grid_rows.append(np.asarray(grid, dtype=np.float16))
         progress.update(stop - start)
-    return np.concatenate(features, axis=0), np.concatenate(grids, axis=0)
+    return [(np.concatenate(f, axis=0), np.concatenate(g, axis=0)) for f, g in zip(features, grids)]
+
+
+@dataclass(frozen=True)
+class Batched:
+    """An `Encoder` in two steps, so that the inits of one model can share the preprocessing of each batch
+    (`encode_together`): ``prepare(clips uint8 (B, T, H, W, 3))`` gives the network's input (on the device; it
+    depends on the model's preprocessing settings only, never on its weights), ``forward(input)`` gives ``(features
+    (B, D), grid (B, T', S, C))`` as arrays."""
+
+    run: Run
+    prepare: Callable[[np.ndarray], Any]
+    forward: Callable[[Any], tuple[np.ndarray, np.ndarray]]
+
+    def __call__(self, view: View) -> tuple[np.ndarray, np.ndarray]:
+        return encode_together([self], view)[0]
+
+
+def encode_together(encoders: list[Batched], view: View) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each encoder's ``(features, grid)`` of the view: every batch is prepared once, by the first encoder, and run
+    through all of them. The encoders must be of one model (the same preprocessing), e.g. its pretrained and random
+    inits."""
+    first = encoders[0]
+
+    def batch(start: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        inputs = first.prepare(np.asarray(view.videos[start:stop]))
+        return [encoder.forward(inputs) for encoder in encoders]
+
+    return map_batches(first.run, view, batch, label="+".join(encoder.run.init for encoder in encoders))
 
 
 def pool_grid(tokens, side: int) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Loading and running the transformers families (VideoMAE, CLIP, DINOv2, V-JEPA 2): config and processor from the
-downloaded folder, pretrained weights checked key by key or a seeded random init, and an `Encoder` of batched
-forwards that gives each view's features and token grid. Each batch is preprocessed on the device, as torch ops with
-the processor's own settings (`trajbench.models.processor_ops`): the processor is loaded for its settings only.
+downloaded folder, pretrained weights checked key by key or a seeded random init, and a `Batched` encoder
+that gives each view's features and token grid. Each batch is preprocessed on the device, as torch ops with the
+processor's own settings (`trajbench.models.processor_ops`; the processor is loaded for its settings only), once for
+all the inits of a model that one job extracts (`trajbench.models.base.encode_together`).
 
 Model forwards run under ``torch.inference_mode``; on CUDA under autocast in the requested dtype (the weights stay
 float32), on CPU always in float32 so that CPU runs give the same bytes every time.
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from trajbench.models import processor_ops
-from trajbench.models.base import Encoder, FeatureError, Run, View, grid_meta, listing, map_batches, pool_grid
+from trajbench.models.base import Batched, Encoder, FeatureError, Run, grid_meta, listing, pool_grid
 from trajbench.runtime import autocast
 
 if TYPE_CHECKING:
@@ -201,25 +202,25 @@ def encoder(
     run: Run,
     pixels: Callable[[np.ndarray], torch.Tensor],
     forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-) -> Encoder:
-    """An `Encoder` that preprocesses each batch of a view on the device (``pixels(clips uint8 (B, T, H, W, 3))``
-    returns pixel values there, e.g. `device_pixels`) and runs ``forward(pixel_values) -> (features (B, D), tokens
-    (B, T', H', W', C))`` on them; the tokens are pooled to the grid (`pool_grid`) there."""
+) -> Batched:
+    """A `Batched` encoder: ``pixels(clips uint8 (B, T, H, W, 3))`` preprocesses a batch on the device (e.g.
+    `device_pixels`), ``forward(pixel_values) -> (features (B, D), tokens (B, T', H', W', C))`` runs the network on
+    them; the tokens are pooled to the grid (`pool_grid`) there."""
     import torch
 
     precision = autocast(run.device, run.dtype)
 
-    def encode(view: View) -> tuple[np.ndarray, np.ndarray]:
-        def batch(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-            with torch.inference_mode():
-                pixel_values = pixels(np.asarray(view.videos[start:stop]))  # float32, outside autocast
-                with precision:
-                    features, tokens = forward(pixel_values)
-                return features.float().cpu().numpy(), pool_grid(tokens, run.grid_side)
+    def prepare(clips: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return pixels(clips)  # float32, outside autocast
 
-        return map_batches(run, view, batch)
+    def run_forward(pixel_values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            with precision:
+                features, tokens = forward(pixel_values)
+            return features.float().cpu().numpy(), pool_grid(tokens, run.grid_side)
 
-    return encode
+    return Batched(run, prepare, run_forward)
 
 
 FRAME_POOLINGS = ("concat_mean", "mean")

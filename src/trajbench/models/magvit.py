@@ -95,7 +95,7 @@ def extract(run: Run) -> tuple[Encoder, dict]:
                 parts.append(token_histogram(block, bins))
             return np.concatenate(parts, axis=1), grid
 
-        return map_batches(run, view, batch)
+        return map_batches(run, view, lambda start, stop: [batch(start, stop)])[0]
 
     meta = {
         # The tokenizer encodes every frame of the clip.

@@ -36,7 +36,7 @@ def extract(run: Run) -> tuple[Encoder, dict]:
             patches = small.reshape(n, t, rows, patch_h, cols, patch_w, c).permute(0, 1, 2, 4, 3, 5, 6)
             return small.reshape(n, -1).numpy(), patches.reshape(n, t, rows * cols, -1).numpy()
 
-        return map_batches(run, view, batch)
+        return map_batches(run, view, lambda start, stop: [batch(start, stop)])[0]
 
     frames = run.videos.shape[1]
     meta = {
