@@ -12,7 +12,8 @@ Rows (each in its own ``trajbench.tokenize.session``):
   other) error;
 - at ``--compile-batch`` (8, the workflow's batch), right after its eager optimized row and before the rest of the
   sweep: eager in channels-last 3D memory (does the layout pay without compile?), and optimized + torch.compile
-  (channels-last; its first call, the compilation, is reported apart).
+  (channels-last; its first call, the compilation, is reported apart), once per ``--compile-modes`` entry
+  (torch.compile's mode: "default", or "reduce-overhead", which adds CUDA graphs, or "max-autotune").
 
 Each row: clips/s for encode alone and for encode + decode (inputs already on the device; tokens and
 reconstructions copied back to the host, as the workflow does), achieved TFLOP/s = clips/s x the FLOP count of
@@ -76,6 +77,9 @@ def main() -> None:
     parser.add_argument("--compile-batch", type=int, default=8, help="batch of the torch.compile row (measured "
                         "first, eager and compiled; tokenize.batch_size of config/config.yaml)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    parser.add_argument("--compile-modes", nargs="+", default=["default"],
+                        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="torch.compile modes of the compile rows (reduce-overhead: CUDA graphs)")
     parser.add_argument("--checkpoint", type=Path, help="real weights (video_128_262144.ckpt) instead of random")
     parser.add_argument("--quick", action="store_true", help="tiny model and clips, batches 1-2: a smoke run")
     parser.add_argument("--json", type=Path, help="write every figure here (rewritten after each row)")
@@ -115,7 +119,7 @@ def main() -> None:
     reference_outputs: dict = {}  # tokens and reconstructions of the reference row, kept out of the JSON
     save()
 
-    def measure(mode: str, batch: int, compile: bool = False, memory_format: torch.memory_format | None = None):
+    def measure(mode: str, batch: int, compile: bool | str = False, memory_format: torch.memory_format | None = None):
         if time.perf_counter() - started > args.budget_s:
             status = f"skipped: past --budget-s {args.budget_s}"
             row = {"mode": mode, "compile": compile, "batch": batch, "status": status}
@@ -138,8 +142,8 @@ def main() -> None:
     first = min(args.compile_batch, max_batch)
     if measure("optimized", first)["status"] == "ok":
         measure("optimized", first, memory_format=torch.channels_last_3d)  # the layout compile prefers, eagerly
-        if not (args.quick or args.no_compile):
-            measure("optimized", first, compile=True)
+        for compile_mode in [] if args.quick or args.no_compile else args.compile_modes:
+            measure("optimized", first, compile=True if compile_mode == "default" else compile_mode)
     for batch in [2**k for k in range(int(math.log2(max_batch)) + 1)]:
         if batch != first and measure("optimized", batch)["status"] != "ok":
             break

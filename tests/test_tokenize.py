@@ -273,13 +273,23 @@ def test_compile_pads_the_last_batch_to_one_static_shape(model, videos, spy, mon
     calls = []
     monkeypatch.setattr(torch, "compile", fake_compile("works", calls))
     compiled = run(model, videos[:, :5], batch_size=2, compile=True)
-    assert calls == [{"dynamic": False}] * 2  # encode and decode
+    assert calls == [{"dynamic": False, "mode": None}] * 2  # encode and decode, torch's default mode
     assert spy.take() == [(2, True, True), (2, True, True)]  # the last clip padded with a blank one
     latent = direct(model, videos[:, :5])[0]
     assert_same_tokens(compiled[0], eager[0], latent)
     assert np.abs(compiled[1].astype(int) - eager[1]).max() <= 1
     with tokenize_session(model, compile=True) as prepared:
         assert prepared.compiled and prepared.fixed_batch
+
+
+def test_a_compile_mode_reaches_torch_compile(model, videos, monkeypatch, caplog):
+    """``compile="reduce-overhead"`` (CUDA graphs; benchmarks/magvit_gpu.py --compile-modes) is torch.compile's mode."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", fake_compile("works", calls))
+    with caplog.at_level(logging.INFO, logger="trajbench.tokenize"):
+        run(model, videos[:1, :5], batch_size=1, compile="reduce-overhead")
+    assert calls == [{"dynamic": False, "mode": "reduce-overhead"}] * 2
+    assert ", torch.compile (reduce-overhead)" in caplog.text
 
 
 @pytest.mark.parametrize("behaviour", ["fails when wrapping", "fails at the first call"])

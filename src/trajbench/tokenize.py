@@ -108,7 +108,7 @@ def tokenize_videos(
     logger: logging.Logger | None = None,
     *,
     mode: str = "optimized",
-    compile: bool = False,
+    compile: bool | str = False,
     decode: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Token indices and reconstructions of uint8 clips ``(N, T, H, W, 3)``; ``decode=False`` only encodes (the
@@ -216,7 +216,7 @@ def session(
     batch_size: int = 1,
     *,
     mode: str = "optimized",
-    compile: bool = False,
+    compile: bool | str = False,
     memory_format: torch.memory_format | None = None,
     logger: logging.Logger | None = None,
 ) -> Iterator[Session]:
@@ -225,7 +225,8 @@ def session(
     Inside the block: ``torch.inference_mode``, the precision (autocast in ``dtype`` on accelerators in optimized
     mode, else float32) and, on CUDA, ``torch.backends.cudnn.benchmark`` (on in optimized mode, off in reference
     mode; the previous value is restored on exit). ``compile=True`` (optimized mode only) wraps encode and decode in
-    ``torch.compile`` with static shapes; if compiling fails, a warning is logged and they run eagerly.
+    ``torch.compile`` with static shapes; if compiling fails, a warning is logged and they run eagerly. A string
+    instead of True is torch.compile's ``mode`` (a knob for benchmarks: "reduce-overhead" adds CUDA graphs).
     ``memory_format`` overrides the default (channels-last 3D when compiled, else contiguous; module docstring), a
     knob for benchmarks.
     """
@@ -252,8 +253,9 @@ def session(
     model.to(device=device, memory_format=memory_format).eval()
     encode_fn, decode_fn = model.encode, model.decode
     if compile:
-        encode_fn = _CompiledOrEager(encode_fn, "encode", logger)
-        decode_fn = _CompiledOrEager(decode_fn, "decode", logger)
+        compile_mode = None if compile is True else compile
+        encode_fn = _CompiledOrEager(encode_fn, "encode", logger, compile_mode)
+        decode_fn = _CompiledOrEager(decode_fn, "decode", logger, compile_mode)
     cudnn = _cudnn_benchmark(optimized) if device.type == "cuda" else contextlib.nullcontext()
     described = "float32" if isinstance(precision, contextlib.nullcontext) else f"autocast {dtype}"
     logger.info(
@@ -263,7 +265,7 @@ def session(
         described,
         "channels-last 3D" if memory_format == torch.channels_last_3d else "contiguous",
         batch_size,
-        ", torch.compile" if compile else "",
+        (", torch.compile" + ("" if compile is True else f" ({compile})")) if compile else "",
     )
     with torch.inference_mode(), precision, cudnn:
         yield Session(device, batch_size, compile, memory_format, described, encode_fn, decode_fn)
@@ -273,11 +275,11 @@ class _CompiledOrEager:
     """``torch.compile(fn)``; if that fails, either when wrapping or at the first call (where compilation happens,
     e.g. no C compiler or Triton), logs a warning and runs ``fn`` eagerly from then on."""
 
-    def __init__(self, fn: Callable, name: str, logger: logging.Logger):
+    def __init__(self, fn: Callable, name: str, logger: logging.Logger, mode: str | None = None):
         self.fn, self.name, self.logger = fn, name, logger
         self.first_call_done = False
         try:
-            self.compiled = torch.compile(fn, dynamic=False)
+            self.compiled = torch.compile(fn, dynamic=False, mode=mode)
         except Exception as error:  # noqa: BLE001 - any failure to compile means: run eagerly
             self._fall_back(error)
 
