@@ -186,3 +186,222 @@ def test_previews(tmp_path):
         assert gif.n_frames == 9
     assert (tmp_path / "preview.png").stat().st_size > 10_000
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
+
+
+# --- what the frames hold, pixel by pixel --------------------------------------------------------------------------
+
+
+def _disk(size, x, y, r):
+    """Coverage of a disk of radius r at (x, y) on the size x size pixel grid: 1 inside, 0 beyond r + 0.5, a
+    one-pixel linear ramp between (the renderer's anti-aliasing)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    return np.clip(r + 0.5 - np.hypot(xx - x, yy - y), 0.0, 1.0)
+
+
+def _colour(video):
+    return np.array([video.params[f"colour_{c}"] for c in "rgb"])
+
+
+def _far_pixel(frames_positions, size):
+    """The (row, column) farthest from every position: background only."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    dist = np.min([np.hypot(xx - x, yy - y) for x, y in frames_positions], axis=0)
+    return np.unravel_index(np.argmax(dist), dist.shape)
+
+
+def test_each_frame_is_the_disk_over_the_background_at_the_labelled_position():
+    """Uniform background, no noise: every pixel is background x (1 - coverage) + colour x coverage, with the disk
+    at the labels' (jittered) position and radius, to within the uint8 rounding."""
+    cfg = small_config(background="uniform", camera_jitter=0.3)
+    for index in (0, 10, 20):
+        video = render.render_video(cfg, index)
+        assert video.frames.dtype == np.uint8
+        np.testing.assert_array_equal(video.positions, render.sample_track(cfg, index)[0])
+        row, col = _far_pixel(video.positions, cfg.size)
+        background = video.frames[0, row, col] / 255.0  # within 0.5/255 of the drawn value
+        for frame, (x, y) in zip(video.frames, video.positions):
+            alpha = _disk(cfg.size, x, y, video.params["radius"])[..., None]
+            expected = 255 * (background * (1 - alpha) + _colour(video) * alpha)
+            assert np.abs(frame - expected).max() <= 1.0, index
+
+
+def test_object_colour_is_saturated_and_background_dark():
+    """Two channels of the object's colour in [0.55, 1), one in [0, 0.3); a uniform background in [0.05, 0.45) per
+    channel, not grey."""
+    cfg = small_config(background="uniform")
+    greys = 0
+    for index in range(cfg.num_videos):
+        video = render.render_video(cfg, index)
+        low, *high = np.sort(_colour(video))
+        assert 0.0 <= low < 0.3 and all(0.55 <= c < 1.0 for c in high), index
+        row, col = _far_pixel(video.positions, cfg.size)
+        background = video.frames[:, row, col].astype(float)
+        assert (background == background[0]).all()  # the same in every frame
+        assert ((0.05 * 255 - 0.5 <= background) & (background <= 0.45 * 255 + 0.5)).all(), index
+        greys += len(set(background[0])) == 1
+    assert greys == 0
+
+
+def test_gradient_background_is_one_linear_ramp_from_base_to_a_nearby_colour():
+    """`_background` gradient: base colour at one corner of the frame, the other colour (base +- 0.15 per channel,
+    within [0, 1]) at the opposite one, one linear ramp spanning exactly [0, 1] shared by the channels, in any
+    direction."""
+    cfg = small_config(size=24)
+    yy, xx = np.mgrid[0:cfg.size, 0:cfg.size].astype(np.float64)
+    directions, deltas = [], []
+    for seed in range(60):
+        image = render._background(np.random.default_rng(seed), cfg, xx, yy)
+        main = np.argmax(np.ptp(image, axis=(0, 1)))
+        channel = image[..., main]
+        start = np.unravel_index(np.argmin(channel), channel.shape)
+        end = np.unravel_index(np.argmax(channel), channel.shape)
+        base, other = image[start], image[end]
+        # The ramp starts where the base colour is: the corner whose channels lie in [0.05, 0.45).
+        if not ((0.05 <= base) & (base < 0.45)).all():
+            start, end, base, other = end, start, other, base
+        assert ((0.05 <= base) & (base < 0.45)).all(), seed
+        assert ((0 <= other) & (other <= 1)).all() and (np.abs(other - base) <= 0.15 + 1e-12).all(), seed
+        ramp = (channel - base[main]) / (other[main] - base[main])
+        assert ramp.min() == pytest.approx(0, abs=1e-12) and ramp.max() == pytest.approx(1, abs=1e-12), seed
+        np.testing.assert_allclose(image, base + ramp[..., None] * (other - base), atol=1e-12)
+        # Linear in x and y: a plane, whose gradient gives the ramp's direction (mod pi).
+        design = np.column_stack([xx.ravel(), yy.ravel(), np.ones(xx.size)])
+        coef, *_ = np.linalg.lstsq(design, ramp.ravel(), rcond=None)
+        np.testing.assert_allclose(design @ coef, ramp.ravel(), atol=1e-9)
+        directions.append(np.arctan2(coef[1], coef[0]) % np.pi)
+        deltas.append(other - base)
+    deltas = np.array(deltas)
+    assert (deltas < -0.05).any() and (deltas > 0.05).any()  # darker and lighter ends both occur
+    assert (np.ptp(deltas, axis=1) > 0.02).mean() > 0.5  # each channel its own offset
+    assert np.histogram(directions, bins=4, range=(0, np.pi))[0].min() >= 5  # every direction occurs
+
+
+def test_uniform_background_is_one_colour():
+    cfg = small_config(size=16, background="uniform")
+    yy, xx = np.mgrid[0:cfg.size, 0:cfg.size].astype(np.float64)
+    image = render._background(np.random.default_rng(3), cfg, xx, yy)
+    assert (image == image[0, 0]).all() and len(set(image[0, 0])) == 3
+
+
+def test_trail_fades_by_trail_per_frame_back_as_smaller_disks():
+    """trail=0.6: frame f shows, k frames back, a disk of 0.8 x radius with weight 0.6**k (while >= 0.02) under the
+    object; the disks of this clip do not overlap, so each pixel mixes background and colour by their sum."""
+    cfg = small_config(classes=("linear",), frames=5, size=64, extent=(0.6, 0.6), object_radius=(2.0, 2.5),
+                       background="uniform", trail=0.6)
+    video = render.render_video(cfg, 2)
+    r, positions, colour = video.params["radius"], video.positions, _colour(video)
+    assert pdist(positions).min() > 1.8 * r + 2  # precondition: the disks are apart
+    row, col = _far_pixel(positions, cfg.size)
+    background = video.frames[0, row, col] / 255.0
+    for f, frame in enumerate(video.frames):
+        alpha = _disk(cfg.size, *positions[f], r)
+        for k in range(1, f + 1):  # 0.6**4 = 0.13: every earlier frame of this 5-frame clip still shows
+            alpha = alpha + 0.6**k * _disk(cfg.size, *positions[f - k], 0.8 * r)
+        expected = 255 * (background * (1 - alpha[..., None]) + colour * alpha[..., None])
+        assert np.abs(frame - expected).max() <= 1.0, f
+
+
+def test_noise_is_seeded_zero_mean_and_of_the_given_std():
+    clean = [render.render_video(small_config(), i).frames for i in range(12)]
+    noisy = [render.render_video(small_config(noise_std=3.0), i).frames for i in range(12)]
+    again = render.render_video(small_config(noise_std=3.0), 5).frames
+    assert again.tobytes() == noisy[5].tobytes()  # seeded per clip
+    noise = [n.astype(float) - c for n, c in zip(noisy, clean)]
+    inside = np.concatenate([d[(c > 15) & (c < 240)] for d, c in zip(noise, clean)])  # away from clipping
+    assert abs(inside.mean()) < 0.05 and inside.std() == pytest.approx(np.sqrt(9 + 1 / 6), rel=0.03)
+    assert all(not np.array_equal(noise[i], noise[j]) for i in range(12) for j in range(i))  # each clip its own
+    assert not np.array_equal(render.render_video(small_config(noise_std=0.5), 0).frames, clean[0])
+    saturated = render.render_video(small_config(noise_std=200.0), 0).frames
+    assert saturated.min() == 0 and saturated.max() == 255  # clipped to the uint8 range, not wrapped
+
+
+def test_distractors_are_static_disks_of_their_drawn_size_colour_and_place():
+    """One distractor: a disk of radius in [2, 5), colour in [0.2, 0.8) per channel, centre in [4, size - 4), the
+    same in every frame (no camera jitter), drawn under the object."""
+    from scipy import ndimage
+
+    without, with_one = small_config(background="uniform"), small_config(background="uniform", distractors=1)
+    size = without.size
+    for index in range(without.num_videos):
+        plain = render.render_video(without, index)
+        video = render.render_video(with_one, index)
+        assert np.array_equal(video.positions, plain.positions)
+        changed = (video.frames != plain.frames).any(axis=-1)
+        away = np.max([_disk(size, x, y, plain.params["radius"] + 1) for x, y in plain.positions], axis=0) == 0
+        assert (changed[:, away] == changed[0, away]).all(), index  # static
+        mask = changed[0] & away
+        labels, count = ndimage.label(mask)
+        if count == 0:  # hidden under the object's path: nothing to measure
+            continue
+        area = np.bincount(labels.ravel())[1:].max()
+        assert area <= np.pi * 5.5**2, index
+        cy, cx = np.argwhere(mask).mean(axis=0)
+        assert 3 <= cx <= size - 3 and 3 <= cy <= size - 3, index
+        inner = np.argwhere(ndimage.binary_erosion(mask, iterations=2))
+        if len(inner):
+            pixel = video.frames[0][tuple(inner[len(inner) // 2])] / 255.0
+            assert ((0.2 - 0.01 <= pixel) & (pixel <= 0.8 + 0.01)).all(), index
+
+
+def test_table_columns_in_one_order_whatever_their_order_in(tmp_path):
+    """Shared columns first (their fixed order), then class parameters by name, then x_0..x_T, y_0..y_T by frame
+    number (not as text: x_2 before x_10), then the frame order."""
+    import pandas as pd
+
+    columns = ["y_10", "x_2", controls.COLUMN, "zeta", "n_1", "index", "x_10", "label", "y_2", "amplitude", "x_1",
+               "colour_b", "class_name", "y_1", "radius", "speed", "extent", "colour_r", "colour_g"]
+    render.write_table(pd.DataFrame([dict.fromkeys(columns, 1)]), tmp_path / "t.csv")
+    header = (tmp_path / "t.csv").read_text().splitlines()[0].split(",")
+    assert header == ["index", "label", "class_name", "radius", "speed", "extent", "colour_r", "colour_g", "colour_b",
+                      "amplitude", "n_1", "zeta", "x_1", "x_2", "x_10", "y_1", "y_2", "y_10", controls.COLUMN]
+
+
+def test_merge_shards_refuses_tables_out_of_order(tmp_path):
+    cfg = small_config(shards=2)
+    paths = []
+    for shard in range(2):
+        paths.append((tmp_path / f"{shard}.npy", tmp_path / f"{shard}.csv"))
+        render.render_shard(cfg, shard, *paths[-1])
+    with pytest.raises(ValueError, match=r"shard tables \[.*1.csv.*0.csv.*\] do not cover indices 0..26 in order"):
+        render.merge_shards([str(v) for v, _ in paths[::-1]], [str(t) for _, t in paths[::-1]],
+                            tmp_path / "v.npy", tmp_path / "t.csv")
+
+
+def test_load_dataset_memory_maps_and_names_the_rerun(tmp_path):
+    videos_path, table_path = render_dataset(small_config(), tmp_path)
+    videos, _ = render.load_dataset(videos_path, table_path)
+    assert isinstance(videos, np.memmap) and videos.mode == "r"
+    bad = tmp_path / "bad.npy"
+    for array in (np.zeros((27, 9, 32, 32, 3), dtype=np.float32), np.zeros((27, 9, 32, 32, 4), dtype=np.uint8)):
+        np.save(bad, array)
+        with pytest.raises(ValueError, match=r"expected uint8 videos of shape \(N, T, H, W, 3\).*rerun rule "
+                                             r"render_videos"):
+            render.load_dataset(bad, table_path)
+    np.save(bad, np.zeros((5, 9, 32, 32, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"holds 5 videos; rerun rule render_videos"):
+        render.load_dataset(bad, table_path)
+
+
+def test_class_gifs_are_the_first_clip_of_each_class_upscaled_looping(tmp_path):
+    from PIL import Image
+
+    videos_path, table_path = render_dataset(small_config(), tmp_path)
+    videos, table = render.load_dataset(videos_path, table_path)
+    assert render._first_of_each_class(table) == [3 * k for k in range(len(CLASSES))]
+    gifs = render.class_gifs(videos, table, tmp_path / "gifs")
+    assert [p.name for p in gifs] == [f"{name}.gif" for name in CLASSES]
+    with Image.open(gifs[1]) as gif:
+        assert gif.size == (64, 64) and gif.n_frames == 9
+        assert gif.info["loop"] == 0 and gif.info["duration"] == 120
+        first = np.asarray(gif.convert("RGB"), dtype=int)
+    # Nearest-neighbour upscaling: every 2 x 2 block is one pixel of the clip (up to the GIF palette).
+    blocks = first.reshape(32, 2, 32, 2, 3)
+    assert (blocks == blocks[:, :1, :, :1]).all()
+    assert np.abs(blocks[:, 0, :, 0] - videos[3, 0]).mean() < 3
+    with Image.open(render.class_gifs(videos, table, tmp_path / "slow", scale=3, frame_ms=50)[0]) as gif:
+        assert gif.size == (96, 96) and gif.info["duration"] == 50
+
+
+def test_shard_bounds_are_integers_and_balanced():
+    cfg = small_config(shards=4)
+    assert [cfg.shard_indices(s) for s in range(4)] == [range(0, 7), range(7, 14), range(14, 20), range(20, 27)]
