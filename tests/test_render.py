@@ -175,16 +175,37 @@ def test_load_dataset_rejects_wrong_videos(tmp_path):
 
 
 def test_previews(tmp_path):
-    videos_path, table_path = render_dataset(small_config(), tmp_path)
-    videos, table = render.load_dataset(videos_path, table_path)
-    render.preview_sheet(videos, table, tmp_path / "preview.png")
-    gifs = render.class_gifs(videos, table, tmp_path / "gifs")
-    assert sorted(p.stem for p in gifs) == sorted(CLASSES)
+    """The sheet: per class (first clip of each) 6 evenly spaced frames and the last one with the labelled path and
+    its start, read back from the figure; a 100-dpi PNG of 1.6-inch panels without a Software stamp."""
     from PIL import Image
 
-    with Image.open(gifs[0]) as gif:
-        assert gif.n_frames == 9
-    assert (tmp_path / "preview.png").stat().st_size > 10_000
+    cfg = small_config()
+    videos_path, table_path = render_dataset(cfg, tmp_path)
+    videos, table = render.load_dataset(videos_path, table_path)
+    panels = render.preview_sheet(videos, table, tmp_path / "preview.png")
+    assert len(panels) == len(CLASSES) * 7
+    frames = [0, 2, 3, 5, 6, 8]  # linspace(0, 8, 6) rounded
+    for panel in panels:
+        row, column = panel["row"], panel["column"]
+        clip = 3 * row
+        frame = frames[column] if column < 6 else 8
+        np.testing.assert_array_equal(panel["image"], videos[clip, frame])
+        assert panel["interpolation"] == "nearest"
+        assert panel["label"] == (CLASSES[row] if column == 0 else "")
+        title = "" if row else (f"frame {frame}" if column < 6 else "path (start ●)")
+        assert panel["title"] == title
+        if column < 6:
+            assert panel["lines"] == []
+            continue
+        (px, py, style, marker, colour), (sx, sy, _, start, start_colour) = panel["lines"]
+        np.testing.assert_array_equal(px, table.loc[clip, [f"x_{f}" for f in range(9)]].to_numpy(float))
+        np.testing.assert_array_equal(py, table.loc[clip, [f"y_{f}" for f in range(9)]].to_numpy(float))
+        assert (style, marker, colour) == ("-", "None", "white")
+        assert (list(sx), list(sy), start, start_colour) == ([px[0]], [py[0]], "o", "lime")
+    with Image.open(tmp_path / "preview.png") as png:
+        assert png.size == (int(1.6 * 7 * 100), int(1.6 * len(CLASSES) * 100)) and "Software" not in png.info
+    gifs = render.class_gifs(videos, table, tmp_path / "gifs")
+    assert sorted(p.stem for p in gifs) == sorted(CLASSES)
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
 
 

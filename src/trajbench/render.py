@@ -477,18 +477,22 @@ def _first_of_each_class(table: pd.DataFrame) -> list[int]:
     return [int(g["index"].iloc[0]) for _, g in table.groupby("label", sort=True)]
 
 
-def preview_sheet(videos: np.ndarray, table: pd.DataFrame, path: str | Path, columns: int = 6) -> None:
-    """A row per class: ``columns`` evenly spaced frames of its first video, then the path drawn on the last frame."""
-    import matplotlib
+def preview_sheet(videos: np.ndarray, table: pd.DataFrame, path: str | Path, columns: int = 6) -> list[dict]:
+    """A row per class: ``columns`` evenly spaced frames of its first video, then the path drawn on the last frame.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns what each panel shows, read back from the figure: its row's class label (first panel), title, image and
+    interpolation, and the lines drawn on it (x and y data, style, colour).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     picks = _first_of_each_class(table)
     T = videos.shape[1]
     frame_ids = np.linspace(0, T - 1, columns).round().astype(int)
-    fig, axes = plt.subplots(len(picks), columns + 1, figsize=(1.6 * (columns + 1), 1.6 * len(picks)),
-                             squeeze=False)
+    # An explicit Agg canvas, as trajbench.figures draws: pyplot's global state is left alone.
+    fig = Figure(figsize=(1.6 * (columns + 1), 1.6 * len(picks)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(picks), columns + 1, squeeze=False)
     for row, index in enumerate(picks):
         info = table.loc[table["index"] == index].iloc[0]
         xs = info[[f"x_{f}" for f in range(T)]].to_numpy(float)
@@ -511,7 +515,15 @@ def preview_sheet(videos: np.ndarray, table: pd.DataFrame, path: str | Path, col
     fig.tight_layout()
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    return [
+        {
+            "row": row, "column": col, "label": ax.get_ylabel(), "title": ax.get_title(),
+            "image": np.asarray(ax.images[0].get_array()), "interpolation": ax.images[0].get_interpolation(),
+            "lines": [(line.get_xdata(), line.get_ydata(), line.get_linestyle(), line.get_marker(), line.get_color())
+                      for line in ax.lines],
+        }
+        for (row, col), ax in np.ndenumerate(axes)
+    ]  # fmt: skip
 
 
 def class_gifs(videos: np.ndarray, table: pd.DataFrame, folder: str | Path, scale: int = 2,
