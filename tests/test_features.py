@@ -226,6 +226,31 @@ def test_inits_together_only_for_networks_and_once_each(videos, labels, videomae
         extract_inits("videomae", [], videos, labels, {}, weights_dir=videomae_dir)
 
 
+def test_inits_together_need_batched_encoders_of_one_preprocessing(videos, labels, monkeypatch):
+    """A network family whose encoders cannot share batches, or whose inits preprocess differently, is refused."""
+    import dataclasses
+
+    from trajbench.models import base, registry
+
+    def zeros(n):
+        return np.zeros((n, 2)), np.zeros((n, 1, 1, 2))
+
+    def plain(run):
+        return (lambda view: zeros(len(view.videos))), {"preprocessing": "one"}
+
+    def batched(run):
+        return base.Batched(run, lambda clips: clips, lambda clips: zeros(len(clips))), {"preprocessing": run.init}
+
+    family = base.Family(name="fake", role=base.ENCODER, description="a test family", extract=plain, network=True)
+    monkeypatch.setattr(registry, "get", lambda name: family)
+    with pytest.raises(FeatureError, match=r"family fake's extract must return a Batched encoder to share batches"):
+        extract_inits("fake", ["pretrained", "random"], videos, labels, {})
+    assert extract_inits("fake", ["random"], videos, labels, {})["random"][0]["ordered"][0].shape == (N, 2)
+    monkeypatch.setattr(registry, "get", lambda name: dataclasses.replace(family, extract=batched))
+    with pytest.raises(FeatureError, match=r"fake: the inits \['pretrained', 'random'\] preprocess differently"):
+        extract_inits("fake", ["pretrained", "random"], videos, labels, {})
+
+
 def test_videomae_decoder_groups_allowed_and_logged(videos, labels, videomae_dir, caplog):
     caplog.set_level(logging.INFO, logger="trajbench.features")
     _, meta = extract_features("videomae", "pretrained", videos[:2], labels[:2], {}, weights_dir=videomae_dir)
