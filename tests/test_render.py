@@ -426,3 +426,111 @@ def test_class_gifs_are_the_first_clip_of_each_class_upscaled_looping(tmp_path):
 def test_shard_bounds_are_integers_and_balanced():
     cfg = small_config(shards=4)
     assert [cfg.shard_indices(s) for s in range(4)] == [range(0, 7), range(7, 14), range(14, 20), range(20, 27)]
+
+
+def _rotated(xy, angle):
+    """(x, y) turned by ``angle`` (x towards y)."""
+    c, s = np.cos(angle), np.sin(angle)
+    return xy @ np.array([[c, s], [-s, c]])
+
+
+def _ping_pong(u):
+    return np.minimum(u % 2.0, 2 - u % 2.0)
+
+
+def _gerono(theta):
+    """The lemniscate of Gerono: (sin, sin x cos) of the parameter."""
+    return np.stack([np.sin(theta), np.sin(theta) * np.cos(theta)], axis=1)
+
+
+# Each class's path, as its module comment describes it, from the parameters labels.csv records (the knob included),
+# before it is scaled to its extent and placed in the frame.
+PATHS = {
+    "linear": lambda p, t: _rotated(np.stack([_ping_pong(p["start"] + p["travel"] * t), 0 * t], axis=1),
+                                    p["direction"]),
+    "circular": lambda p, t: np.stack([np.cos(p["phase"] + p["direction"] * p["arc"] * t),
+                                       np.sin(p["phase"] + p["direction"] * p["arc"] * t)], axis=1),
+    "parabolic": lambda p, t: np.stack([p["direction"] * t, 4 * p["drop"] * (t - p["apex_time"]) ** 2], axis=1),
+    "sinusoidal": lambda p, t: _rotated(np.stack(
+        [t, p["amplitude"] * np.sin(2 * np.pi * (p["cycles"] * t + p["phase"]))], axis=1), p["direction"]),
+    "zigzag": lambda p, t: _rotated(np.stack(
+        [t, p["amplitude"] * (4 * np.abs((p["cycles"] * t + p["phase"]) % 1.0 - 0.5) - 1)], axis=1), p["direction"]),
+    "spiral": lambda p, t: (p["inner_radius"] + (1 - p["inner_radius"]) * (t if p["outward"] else 1 - t))[:, None]
+    * np.stack([np.cos(p["phase"] + p["direction"] * p["turn"] * t),
+                np.sin(p["phase"] + p["direction"] * p["turn"] * t)], axis=1),
+    "figure_eight": lambda p, t: _rotated(_gerono(p["phase"] + p["sense"] * p["span"] * (t - 0.5)), p["direction"]),
+}  # fmt: skip
+RANGES = {  # parameter: [low, high) as drawn
+    "linear": {"direction": (0, 2 * np.pi), "start": (0, 2), "travel": (0, 8)},
+    "circular": {"phase": (0, 2 * np.pi), "arc": (0, 8 * np.pi)},
+    "parabolic": {"apex_time": (0.3, 0.7), "drop": (0, 16)},
+    "sinusoidal": {"direction": (0, 2 * np.pi), "phase": (0, 1), "cycles": (1.5, 2.5), "amplitude": (0, 4)},
+    "zigzag": {"direction": (0, 2 * np.pi), "phase": (0, 1), "cycles": (1.5, 2.5), "amplitude": (0, 4)},
+    "spiral": {"phase": (0, 2 * np.pi), "inner_radius": (0.1, 0.3), "turn": (0, 8 * np.pi)},
+    "figure_eight": {"direction": (0, 2 * np.pi), "phase": (-0.3, 0.3), "span": (0, 2 * np.pi)},
+    "bouncing": {"restitution": (0.65, 0.85), "fall_time": (0.2, 0.4), "drift": (0, 16)},
+    "random_walk": {"direction": (0, 2 * np.pi), "turning": (0, np.pi)},
+}
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_each_class_moves_as_its_recorded_parameters_say(name):
+    """The positions are the class's path from its labels.csv parameters, scaled (by extent / diameter) and shifted
+    into the frame: a least-squares fit of centre + scale x path leaves nothing (1e-9 pixels). Each parameter lies in
+    its drawn range, and signs are +-1."""
+    cfg = small_config(classes=(name,), videos_per_class=6, frames=17, size=64)
+    t = np.linspace(0, 1, cfg.frames)
+    for index in range(cfg.num_videos):
+        positions, params = render.sample_track(cfg, index)
+        for key, (low, high) in RANGES[name].items():
+            assert low <= params[key] < high, (index, key, params[key])
+        sense = "sense" if name == "figure_eight" else "direction"
+        if name in ("circular", "parabolic", "spiral", "figure_eight", "bouncing"):
+            assert params[sense] in (-1.0, 1.0)
+        if name not in PATHS:
+            continue
+        path = PATHS[name](params, t)
+        # Fit positions = offset + scale x path on both axes at once (one scale, an offset per axis).
+        design = np.zeros((2 * cfg.frames, 3))
+        design[: cfg.frames, 0] = design[cfg.frames:, 1] = 1
+        design[:, 2] = np.concatenate([path[:, 0], path[:, 1]])
+        target = np.concatenate([positions[:, 0], positions[:, 1]])
+        fit = np.linalg.lstsq(design, target, rcond=None)[0]
+        assert np.abs(design @ fit - target).max() < 1e-9, index
+        scale = fit[2]
+        assert scale == pytest.approx(params["extent"] / render.diameter(path), rel=1e-9), index
+
+
+def test_a_bouncing_ball_falls_under_gravity_and_loses_energy_at_each_bounce():
+    """bouncing: constant horizontal speed; between bounces the height is a parabola of the drawn gravity (2 /
+    fall_time**2 in clip units); each apex lower than the last (restitution < 1); the floor is the lowest point."""
+    cfg = small_config(classes=("bouncing",), videos_per_class=4, frames=65, size=96, object_radius=(2.0, 2.5))
+    t = np.linspace(0, 1, cfg.frames)
+    dt = t[1]
+    for index in range(cfg.num_videos):
+        positions, params = render.sample_track(cfg, index)
+        x, y = positions.T
+        slope = np.polyfit(t, x, 1)[0]
+        np.testing.assert_allclose(x, x[0] + slope * t, atol=1e-9)
+        assert np.sign(slope) == params["direction"]
+        scale = abs(slope) / params["drift"]  # pixels per path unit
+        gravity = 2 / params["fall_time"] ** 2 * scale  # pixels per clip^2, y pointing down
+        second = np.diff(y, 2) / dt**2
+        in_flight = np.isclose(second, gravity, rtol=1e-6)
+        assert in_flight.mean() > 0.6, index  # most triples of frames lie within one flight
+        floor = y.max()
+        apexes = [y[i] for i in range(1, cfg.frames - 1) if y[i] <= y[i - 1] and y[i] < y[i + 1]]
+        assert all(a > b for a, b in zip(apexes[1:], apexes)) or len(apexes) < 2  # lower and lower (y is down)
+        assert (y <= floor + 1e-9).all()
+
+
+def test_a_random_walk_has_irregular_steps_and_a_wandering_heading():
+    cfg = small_config(classes=("random_walk",), videos_per_class=4, frames=33, size=96, object_radius=(2.0, 2.5))
+    for index in range(cfg.num_videos):
+        positions, params = render.sample_track(cfg, index)
+        steps = np.diff(positions, axis=0)
+        lengths = np.linalg.norm(steps, axis=1)
+        assert 0.1 < lengths.std() / lengths.mean() < 0.8, index  # lognormal(0, 0.3) lengths, not constant
+        turns = np.diff(np.unwrap(np.arctan2(steps[:, 1], steps[:, 0])))
+        # heading += turning x N(0, 1) per step; the sample's spread of turns is that of the knob
+        assert turns.std() == pytest.approx(params["turning"], rel=0.5), index

@@ -196,7 +196,7 @@ def _figure_eight(rng, t):
         theta = offset + sense * span * (t - 0.5)
         return _rotate(np.stack([np.sin(theta), np.sin(theta) * np.cos(theta)], axis=1), angle)
 
-    return _Shape(path, (0.0, TAU), "span", {"direction": angle, "phase": offset})
+    return _Shape(path, (0.0, TAU), "span", {"direction": angle, "phase": offset, "sense": sense})
 
 
 def _random_walk(rng, t):
