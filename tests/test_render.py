@@ -449,6 +449,18 @@ def _gerono(theta):
     return np.stack([np.sin(theta), np.sin(theta) * np.cos(theta)], axis=1)
 
 
+def _placed_fit(path, positions):
+    """Least squares of positions = offset + scale x path (one scale, an offset per axis): the largest residual in
+    pixels and the scale."""
+    n = len(path)
+    design = np.zeros((2 * n, 3))
+    design[:n, 0] = design[n:, 1] = 1
+    design[:, 2] = np.concatenate([path[:, 0], path[:, 1]])
+    target = np.concatenate([positions[:, 0], positions[:, 1]])
+    fit = np.linalg.lstsq(design, target, rcond=None)[0]
+    return np.abs(design @ fit - target).max(), fit[2]
+
+
 # Each class's path, as its module comment describes it, from the parameters labels.csv records (the knob included),
 # before it is scaled to its extent and placed in the frame.
 PATHS = {
@@ -508,38 +520,9 @@ def test_each_class_moves_as_its_recorded_parameters_say(name):
         if name not in PATHS:
             continue
         path = PATHS[name](params, t)
-        # Fit positions = offset + scale x path on both axes at once (one scale, an offset per axis).
-        design = np.zeros((2 * cfg.frames, 3))
-        design[: cfg.frames, 0] = design[cfg.frames:, 1] = 1
-        design[:, 2] = np.concatenate([path[:, 0], path[:, 1]])
-        target = np.concatenate([positions[:, 0], positions[:, 1]])
-        fit = np.linalg.lstsq(design, target, rcond=None)[0]
-        assert np.abs(design @ fit - target).max() < 1e-9, index
-        scale = fit[2]
+        residual, scale = _placed_fit(path, positions)
+        assert residual < 1e-9, index
         assert scale == pytest.approx(params["extent"] / render.diameter(path), rel=1e-9), index
-
-
-def test_a_bouncing_ball_falls_under_gravity_and_loses_energy_at_each_bounce():
-    """bouncing: constant horizontal speed; between bounces the height is a parabola of the drawn gravity (2 /
-    fall_time**2 in clip units); each apex lower than the last (restitution < 1); the floor is the lowest point."""
-    cfg = small_config(classes=("bouncing",), videos_per_class=4, frames=65, size=96, object_radius=(2.0, 2.5))
-    t = np.linspace(0, 1, cfg.frames)
-    dt = t[1]
-    for index in range(cfg.num_videos):
-        positions, params = render.sample_track(cfg, index)
-        x, y = positions.T
-        slope = np.polyfit(t, x, 1)[0]
-        np.testing.assert_allclose(x, x[0] + slope * t, atol=1e-9)
-        assert np.sign(slope) == params["direction"]
-        scale = abs(slope) / params["drift"]  # pixels per path unit
-        gravity = 2 / params["fall_time"] ** 2 * scale  # pixels per clip^2, y pointing down
-        second = np.diff(y, 2) / dt**2
-        in_flight = np.isclose(second, gravity, rtol=1e-6)
-        assert in_flight.mean() > 0.6, index  # most triples of frames lie within one flight
-        floor = y.max()
-        apexes = [y[i] for i in range(1, cfg.frames - 1) if y[i] <= y[i - 1] and y[i] < y[i + 1]]
-        assert all(a > b for a, b in zip(apexes[1:], apexes)) or len(apexes) < 2  # lower and lower (y is down)
-        assert (y <= floor + 1e-9).all()
 
 
 def test_a_random_walk_has_irregular_steps_and_a_wandering_heading():
@@ -646,9 +629,4 @@ def test_a_bouncing_ball_follows_the_physics_of_its_parameters():
             height[flight] = h0 + v * (t[flight] - release) - g / 2 * (t[flight] - release) ** 2
             release, v, h0 = landing, p["restitution"] * np.sqrt(v**2 + 2 * g * h0), 0.0
         path = np.stack([p["direction"] * p["drift"] * t, -height], axis=1)
-        design = np.zeros((2 * cfg.frames, 3))
-        design[: cfg.frames, 0] = design[cfg.frames:, 1] = 1
-        design[:, 2] = np.concatenate([path[:, 0], path[:, 1]])
-        target = np.concatenate([positions[:, 0], positions[:, 1]])
-        fit = np.linalg.lstsq(design, target, rcond=None)[0]
-        assert np.abs(design @ fit - target).max() < 1e-9, index
+        assert _placed_fit(path, positions)[0] < 1e-9, index
