@@ -22,7 +22,9 @@ rule extract_features:
     threads: lambda wc: 1 + network_gpu(wc.model)
     resources:
         gpu=lambda wc: network_gpu(wc.model),
-        mem_mb=lambda wc: 4000 + 2 * clips_mb(shard_size("features", wc)),
+        # A paired job holds both networks (V-JEPA 2's ViT-L: 1.3 GB of float32 weights each).
+        mem_mb=lambda wc: 4000 * len(feature_inits(wc))
+        + 2 * clips_mb(shard_size("features", wc)),
         runtime=lambda wc: feature_minutes(
             shard_size("features", wc) * len(feature_inits(wc))
         ),
