@@ -507,18 +507,19 @@ def test_each_class_moves_as_its_recorded_parameters_say(name):
         assert table[key].between(low, high, inclusive="left").all(), key
         if key != knob:  # solved for the path ratio, not drawn: (12 clips) both sides of a drawn range's middle
             assert (table[key] < (low + high) / 2).any() and (table[key] > (low + high) / 2).any(), key
-    sense = {"figure_eight": "sense", "linear": None, "sinusoidal": None, "zigzag": None, "random_walk": None}
-    if sense.get(name, "direction"):
-        assert set(table[sense.get(name, "direction")]) == {-1.0, 1.0}  # both ways round occur
+    sense = {"circular": "direction", "parabolic": "direction", "spiral": "direction", "bouncing": "direction",
+             "figure_eight": "sense"}.get(name)  # the classes drawn one way round or the other
+    if sense:
+        assert set(table[sense]) == {-1.0, 1.0}  # both ways round occur
     if name == "spiral":
         assert set(table["outward"]) == {0.0, 1.0}
     if name == "bouncing":  # released at up to half the speed of a fall from the release height, either way
         limit = 0.5 * np.sqrt(2 * 2 / table["fall_time"] ** 2)
         assert (table["release_speed"].abs() < limit).all() and (table["release_speed"].abs() > limit / 2).any()
         assert (table["release_speed"] < 0).any() and (table["release_speed"] > 0).any()
+    if name not in PATHS:
+        return  # bouncing and random_walk: their own tests below
     for index, (positions, params) in enumerate(drawn):
-        if name not in PATHS:
-            continue
         path = PATHS[name](params, t)
         residual, scale = _placed_fit(path, positions)
         assert residual < 1e-9, index
